@@ -1,0 +1,61 @@
+"""ResNet family (He et al. 2016) on CIFAR-10, and the ImageNet recipe as a variant.
+
+Default: ResNet-20 on CIFAR-10 with the recipe of He et al. 2016, Sec. 4.2 (SGD momentum 0.9,
+lr 0.1, weight decay 1e-4, batch 128, crop+flip, lr / 10 at 32k and 48k of 64k iterations, i.e.
+epochs 82 and 123 of 164):
+
+    python -m cvjax.main --config=configs/resnet.py --workdir=/tmp/cvjax/resnet20
+
+Published: 91.25% (ResNet-20), 93.03% (ResNet-56). Variants (`:key=value,...`):
+
+    configs/resnet.py:model=resnet56
+    configs/resnet.py:dataset=folder:../shared/datasets/cifar10 (an image-folder tree)
+    configs/resnet.py:model=resnet50,dataset=imagenet2012 (Goyal et al. 2017 recipe: lr 0.1 per
+        256 images, 5 warmup epochs then cosine, 90 epochs, label smoothing 0.1)
+    configs/resnet.py:epochs=5 (any variant, shorter)
+
+Measured here (2-core CPU, 2026-11-22; see BENCHMARKS.md):
+    MEASURED_CIFAR
+"""
+
+from cvjax.configs import base_config, parse_arg
+
+
+def get_config(arg: str | None = None):
+    arg = parse_arg(arg, model="resnet20", dataset="cifar10", epochs=0.0)
+    config = base_config()
+    config.model = arg.model
+    config.dataset = arg.dataset
+    if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
+        config.dataset = "tfds:imagenet2012"
+        config.image_size = 224
+        config.batch_size = 256
+        config.num_epochs = 90
+        config.learning_rate = 0.1 * config.batch_size / 256
+        config.schedule.name = "warmup_cosine"
+        config.schedule.warmup_epochs = 5
+        config.weight_decay = 1e-4
+        config.label_smoothing = 0.1
+        config.augment.crop_padding = 0
+        config.eval_every = "1ep"
+        config.checkpoint_every = "1ep"
+    else:
+        config.batch_size = 128
+        config.num_epochs = 164
+        config.learning_rate = 0.1
+        config.schedule.name = "piecewise"
+        config.schedule.boundaries_epochs = (82, 123)
+        config.schedule.decay_factor = 0.1
+        config.weight_decay = 1e-4
+        config.eval_every = "5ep"
+        config.checkpoint_every = "5ep"
+    if arg.epochs:
+        scale = arg.epochs / config.num_epochs
+        config.num_epochs = arg.epochs
+        config.schedule.boundaries_epochs = tuple(
+            b * scale for b in config.schedule.boundaries_epochs
+        )
+        config.schedule.warmup_epochs = config.schedule.warmup_epochs * scale
+        config.eval_every = "1ep"
+        config.checkpoint_every = "1ep"
+    return config

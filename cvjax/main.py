@@ -1,0 +1,75 @@
+"""The cvjax command line: one ml_collections config per experiment.
+
+    python -m cvjax.main --config=configs/resnet.py[:key=value,...] --workdir=DIR \
+        [--config.<key>=<value> ...] [--mode=train|eval] [--checkpoint=latest|best|STEP]
+
+Rerunning a training command on the same workdir resumes from its newest checkpoint.
+"""
+
+import logging as std_logging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs",
+                               "quickstart.py")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG, "Config file, optionally with ':arg' (e.g. configs/resnet.py:"
+    "model=resnet50).", lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics, config and checkpoints go.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes) or eval-only.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "latest", "For --mode=eval: 'latest', 'best' (by eval/accuracy) or a step.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() first (one process per host).")
+_COMPILE_CACHE = flags.DEFINE_string(
+    "compilation_cache", os.path.join(os.path.expanduser("~"), ".cache", "cvjax", "xla"),
+    "Persistent XLA compilation cache directory; '' disables it.")
+
+
+class _ConciseLog(std_logging.Filter):
+    """Keeps cvjax's INFO lines and every library's warnings; drops libraries' INFO chatter."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or f"{os.sep}cvjax{os.sep}" in record.pathname
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Imported here so that --help and flag errors stay fast.
+    import jax
+
+    from cvjax.errors import UserError
+    from cvjax.train import loop
+
+    logging.get_absl_handler().addFilter(_ConciseLog())
+    if _MULTIHOST.value:
+        jax.distributed.initialize()
+    if _COMPILE_CACHE.value:
+        jax.config.update("jax_compilation_cache_dir", _COMPILE_CACHE.value)
+    if _WORKDIR.value is None:
+        _fail("--workdir is required, e.g. --workdir=/tmp/cvjax/run1")
+    try:
+        if _MODE.value == "train":
+            result = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        else:
+            result = loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
+    except UserError as error:
+        _fail(str(error))
+    print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in result.items()))
+
+
+def _fail(message: str) -> None:
+    logging.flush()
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

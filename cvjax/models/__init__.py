@@ -1,0 +1,6 @@
+"""The model zoo: `create(name, **kwargs)`, `list_models(pattern)`, `model_info(name)`."""
+
+from cvjax.models import resnet  # noqa: F401  (registers the family)
+from cvjax.models.registry import create, list_models, model_info, register
+
+__all__ = ["create", "list_models", "model_info", "register"]

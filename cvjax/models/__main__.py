@@ -1,0 +1,71 @@
+"""Prints the model table: `python -m cvjax.models [PATTERN] [--json]`.
+
+Parameter counts come from `jax.eval_shape` and GMACs from XLA's cost analysis of the lowered
+(never compiled) forward pass at batch 1 and the default resolution: flops / 2.
+"""
+
+import argparse
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cvjax import models
+from cvjax.errors import UserError
+
+
+def abstract_variables(name: str, **kwargs):
+    """Shapes of `name`'s variables at its default resolution, without allocating them."""
+    info = models.model_info(name)
+    model = models.create(name, **kwargs)
+    shape = (1, info["input_size"], info["input_size"], info["in_channels"])
+    variables = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False))
+    return model, variables, shape
+
+
+def count_params(name: str, **kwargs) -> int:
+    _, variables, _ = abstract_variables(name, **kwargs)
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
+
+
+def gmacs(name: str, **kwargs) -> float:
+    """Multiply-accumulates of one forward pass at the default resolution, in billions."""
+    model, variables, shape = abstract_variables(name, **kwargs)
+    lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
+        variables, jax.ShapeDtypeStruct(shape, jnp.float32))
+    cost = lowered.cost_analysis()
+    if isinstance(cost, list):
+        cost = cost[0]
+    return float(cost["flops"]) / 2 / 1e9
+
+
+def table(pattern: str = "*") -> list[dict]:
+    names = models.list_models(pattern)
+    if not names:
+        raise UserError(f"no model matches {pattern!r}; try 'python -m cvjax.models' for all")
+    return [{"name": n, "input_size": models.model_info(n)["input_size"],
+             "params": count_params(n), "gmacs": round(gmacs(n), 3)} for n in names]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cvjax.models", description=__doc__)
+    parser.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    args = parser.parse_args(argv)
+    try:
+        rows = table(args.pattern)
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    if args.json:
+        print(json.dumps(rows))
+        return
+    print(f"| model | input | params | GMACs |\n|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['name']} | {r['input_size']} | {r['params']:,} | {r['gmacs']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

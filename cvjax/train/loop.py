@@ -1,0 +1,209 @@
+"""The training loop: config -> data -> device-resident batches -> jitted steps -> metrics/checkpoints.
+
+`train_and_evaluate` resumes from the newest readable checkpoint in `workdir/checkpoints`. Because
+the example order of an epoch is a function of (seed, epoch) and a step's randomness a function of
+(seed, step), a resumed run computes exactly what the uninterrupted run would have.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+from tqdm import tqdm
+
+from cvjax import data, metrics, models, optim
+from cvjax.errors import UserError
+from cvjax.train import steps as steps_lib
+from cvjax.train.checkpoint import Checkpoints
+from cvjax.train.state import TrainState, create_train_state
+from cvjax.train.writers import MetricWriter, log
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ep|epoch|epochs|st|step|steps)?\s*$")
+
+
+def parse_interval(value, steps_per_epoch: int, key: str) -> int:
+    """An interval in steps from "2ep", "500steps", or a bare number of epochs (0 = never)."""
+    match = _INTERVAL.match(str(value))
+    if not match:
+        raise UserError(f"{key}={value!r} is not an interval; write e.g. '1ep' or '500steps'")
+    amount, unit = float(match.group(1)), match.group(2) or "ep"
+    if amount == 0:
+        return 0
+    steps = amount if unit.startswith("st") else amount * steps_per_epoch
+    return max(1, int(round(steps)))
+
+
+class Experiment:
+    """Everything built from a config: data on device, model, optimizer, steps, checkpoints."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config = config
+        self.workdir = workdir
+        self.mesh = steps_lib.create_mesh()
+        steps_lib.check_batch_size(config.batch_size, self.mesh)
+        image_size = config.get("image_size", 0) or None
+        data_dir = config.data_dir or None
+        train = data.load(config.dataset, "train", data_dir=data_dir, image_size=image_size)
+        test = data.load(config.dataset, "test", data_dir=data_dir, image_size=image_size)
+        self.num_train, self.num_test = len(train), len(test)
+        self.steps_per_epoch = self.num_train // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise UserError(f"batch_size={config.batch_size} exceeds the {self.num_train} training "
+                            "examples; lower --config.batch_size")
+        self.total_steps = int(config.num_epochs * self.steps_per_epoch)
+        mean, std = data.channel_stats(train)
+        dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+        self.step_config = steps_lib.StepConfig(
+            batch_size=config.batch_size, steps_per_epoch=self.steps_per_epoch,
+            mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
+            crop_padding=config.augment.crop_padding, flip=config.augment.flip,
+            label_smoothing=config.label_smoothing, ema_decay=config.get("ema_decay", 0.0),
+            dtype=dtype,
+        )
+        self.model = models.create(
+            config.model, num_classes=train.num_classes, dtype=dtype,
+            **config.get("model_kwargs", {}),
+        )
+        self.tx, self.schedule = optim.create_optimizer(config, self.steps_per_epoch)
+        self.input_shape = (1, *train.images.shape[1:])
+
+        put = lambda a: steps_lib.put_replicated(a, self.mesh)  # noqa: E731
+        self.train_images, self.train_labels = put(train.images), put(train.labels)
+        eval_images, eval_labels, eval_mask, self.eval_batches = steps_lib.pad_for_eval(
+            test.images, test.labels, config.batch_size
+        )
+        self.eval_arrays = (put(eval_images), put(eval_labels), put(eval_mask))
+        self.permutation = steps_lib.make_permutation_fn(self.mesh, self.num_train)
+        self.train_step = steps_lib.make_train_step(self.model, self.tx, self.step_config,
+                                                    self.mesh)
+        self.eval_step = steps_lib.make_eval_step(self.model, self.step_config, self.mesh)
+        self.checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
+                                       keep=config.get("keep_checkpoints", 3))
+
+    def initial_state(self) -> TrainState:
+        rng = jax.random.PRNGKey(self.config.seed)
+        init = jax.jit(
+            lambda key: create_train_state(self.model, self.tx, key, self.input_shape,
+                                           ema=bool(self.config.get("ema_decay", 0.0))),
+            out_shardings=steps_lib.replicated(self.mesh),
+        )
+        return init(rng)
+
+    def data_rng(self) -> jax.Array:
+        # A key of its own, so the example order does not depend on the model's initialization.
+        return jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0x0DA7A)
+
+    def evaluate(self, state: TrainState, use_ema: bool = False, desc: str = "eval") -> dict:
+        variables = state.variables(use_ema)
+        sums = None
+        for b in tqdm(range(self.eval_batches), desc=desc, leave=False, disable=not _tty()):
+            sums = metrics.add(sums, self.eval_step(variables, *self.eval_arrays, b))
+        prefix = "eval_ema" if use_ema else "eval"
+        return metrics.means(sums, prefix)
+
+    def evaluate_all(self, state: TrainState) -> dict:
+        result = self.evaluate(state)
+        if state.ema_params is not None:
+            result.update(self.evaluate(state, use_ema=True, desc="eval (EMA)"))
+        return result
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains `config` in `workdir` (resuming if it holds checkpoints); returns final eval metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    exp = Experiment(config, workdir)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    spe = exp.steps_per_epoch
+    log_every = config.log_every_steps
+    eval_every = parse_interval(config.eval_every, spe, "eval_every")
+    ckpt_every = parse_interval(config.checkpoint_every, spe, "checkpoint_every")
+
+    state = exp.initial_state()
+    restored = exp.checkpoints.restore(state)
+    if restored is not None:
+        state = restored
+        logging.info("resumed from step %d", int(state.step))
+    step = int(jax.device_get(state.step))
+    logging.info("%s on %s: %d train / %d test examples, %d steps/epoch, %d steps, %d devices",
+                 config.model, config.dataset, exp.num_train, exp.num_test, spe, exp.total_steps,
+                 exp.mesh.size)
+
+    writer = MetricWriter(workdir)
+    eval_metrics: dict[str, float] = {}
+    sums, perm, perm_epoch = None, None, -1
+    window_start, window_steps = time.perf_counter(), 0
+    bar = tqdm(total=exp.total_steps, initial=step, desc="train", disable=not _tty(),
+               dynamic_ncols=True)
+    data_rng = exp.data_rng()
+    first_step = step + 1
+    while step < exp.total_steps:
+        epoch = step // spe
+        if epoch != perm_epoch:
+            perm, perm_epoch = exp.permutation(data_rng, epoch), epoch
+        state, batch_sums = exp.train_step(state, exp.train_images, exp.train_labels, perm)
+        sums = metrics.add(sums, batch_sums)
+        step += 1
+        window_steps += 1
+        if step == first_step:
+            # The first step compiles; keep that out of images_per_sec (one sync, once).
+            jax.block_until_ready(state.step)
+            window_start, window_steps = time.perf_counter(), 0
+        bar.update(1)
+        last = step == exp.total_steps
+        if step % log_every == 0 or last:
+            scalars = metrics.means(sums, "train")  # Host sync, once per log interval.
+            elapsed = time.perf_counter() - window_start
+            scalars["train/images_per_sec"] = window_steps * config.batch_size / elapsed
+            scalars["train/learning_rate"] = float(exp.schedule(step - 1))
+            scalars["train/epoch"] = step / spe
+            writer.write(step, scalars)
+            bar.set_postfix(loss=f"{scalars['train/loss']:.3f}",
+                            acc=f"{scalars['train/accuracy']:.3f}")
+            if not _tty():
+                log(step, scalars)
+            sums, window_start, window_steps = None, time.perf_counter(), 0
+        if (eval_every and step % eval_every == 0) or last:
+            eval_metrics = exp.evaluate_all(state)
+            writer.write(step, eval_metrics)
+            log(step, eval_metrics)
+            window_start = time.perf_counter()  # Eval time is not training throughput.
+        if (ckpt_every and step % ckpt_every == 0) or last:
+            exp.checkpoints.save(state, eval_metrics if step % max(eval_every, 1) == 0 or last
+                                 else None)
+    bar.close()
+    if not eval_metrics:  # Nothing left to train: the run had already finished.
+        eval_metrics = exp.evaluate_all(state)
+    exp.checkpoints.wait()
+    exp.checkpoints.close()
+    writer.close()
+    return eval_metrics
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        checkpoint: str = "latest") -> dict[str, float]:
+    """Eval-only mode: evaluates the latest, best, or a numbered checkpoint of `workdir`."""
+    exp = Experiment(config, workdir)
+    state = exp.checkpoints.restore(exp.initial_state(), checkpoint)
+    if state is None:
+        raise UserError(f"no checkpoint in {exp.checkpoints.directory}; train first or point "
+                        "--workdir at a training run")
+    step = int(jax.device_get(state.step))
+    result = exp.evaluate_all(state)
+    log(step, result)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, f"eval_step{step}.json"), "w") as f:
+            json.dump({"step": step, "checkpoint": checkpoint, **result}, f, indent=2)
+    exp.checkpoints.close()
+    return {"step": step, **result}
+
+
+def _tty() -> bool:
+    return sys.stderr.isatty()
