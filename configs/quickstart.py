@@ -3,8 +3,8 @@
     python -m cvjax.main --config=configs/quickstart.py --workdir=/tmp/cvjax/quickstart
 
 Data: the 1,797 digits images, split 1,437 train / 360 test (stratified, random_state=0).
-Expected: eval/accuracy MEASURED_ACC after 30 epochs, MEASURED_TIME on a 2-core CPU (measured
-2026-11-22, see BENCHMARKS.md).
+Expected: eval/accuracy 0.9944 (358 of 360) after 30 epochs (660 steps), 28 s from start to exit
+on a 2-core CPU including compilation (measured 2026-11-22; BENCHMARKS.md).
 """
 
 from cvjax.configs import base_config

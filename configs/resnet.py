@@ -9,12 +9,14 @@ epochs 82 and 123 of 164):
 Published: 91.25% (ResNet-20), 93.03% (ResNet-56). Variants (`:key=value,...`):
 
     configs/resnet.py:model=resnet56
-    configs/resnet.py:dataset=folder:../shared/datasets/cifar10 (an image-folder tree)
+    configs/resnet.py:dataset=folder:/tmp/cifar10_jpeg (an image-folder tree, e.g. the JPEG copy:
+        mkdir -p /tmp/cifar10_jpeg && tar -xzf \
+        ../shared/datasets/cifar10_jpeg_q75/CIFAR-10-images-jpeg.tar.gz -C /tmp/cifar10_jpeg)
     configs/resnet.py:model=resnet50,dataset=imagenet2012 (Goyal et al. 2017 recipe: lr 0.1 per
         256 images, 5 warmup epochs then cosine, 90 epochs, label smoothing 0.1)
-    configs/resnet.py:epochs=5 (any variant, shorter)
+    configs/resnet.py:epochs=5 (any variant, shorter; the schedule is scaled to fit)
 
-Measured here (2-core CPU, 2026-11-22; see BENCHMARKS.md):
+Measured here (2-core AMD EPYC CPU, 2026-11-22; see BENCHMARKS.md):
     MEASURED_CIFAR
 """
 

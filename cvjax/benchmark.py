@@ -15,9 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from cvjax import models
+from cvjax import models, optim
 from cvjax.configs import base_config
-from cvjax import optim
 from cvjax.train import steps as steps_lib
 from cvjax.train.state import create_train_state
 
@@ -32,9 +31,16 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object.")
 
 
-def run(model_name: str, batch_size: int, image_size: int = 0, num_classes: int = 0,
-        mode: str = "train", half_precision: bool = False, steps: int = 10,
-        warmup: int = 2) -> dict:
+def run(
+    model_name: str,
+    batch_size: int,
+    image_size: int = 0,
+    num_classes: int = 0,
+    mode: str = "train",
+    half_precision: bool = False,
+    steps: int = 10,
+    warmup: int = 2,
+) -> dict:
     """Benchmarks one configuration; returns step_ms, images_per_sec, compile_s."""
     info = models.model_info(model_name)
     size = image_size or info["input_size"]
@@ -48,10 +54,12 @@ def run(model_name: str, batch_size: int, image_size: int = 0, num_classes: int 
     rng = np.random.default_rng(0)
     images = steps_lib.put_replicated(rng.integers(0, 256, shape, dtype=np.uint8), mesh)
     labels = steps_lib.put_replicated(rng.integers(0, classes, batch_size).astype(np.int32), mesh)
-    cfg = steps_lib.StepConfig(batch_size=batch_size, steps_per_epoch=1, mean=(127.0,),
-                               std=(64.0,), dtype=dtype)
+    cfg = steps_lib.StepConfig(
+        batch_size=batch_size, steps_per_epoch=1, mean=(127.0,), std=(64.0,), dtype=dtype
+    )
     state = jax.jit(lambda k: create_train_state(model, tx, k, (1, *shape[1:])))(
-        jax.random.PRNGKey(0))
+        jax.random.PRNGKey(0)
+    )
     if mode == "train":
         step = steps_lib.make_train_step(model, tx, cfg, mesh)
         perm = steps_lib.put_replicated(np.arange(batch_size), mesh)
@@ -82,10 +90,16 @@ def run(model_name: str, batch_size: int, image_size: int = 0, num_classes: int 
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
     result = {
-        "model": model_name, "mode": mode, "batch_size": batch_size, "image_size": size,
-        "half_precision": half_precision, "devices": mesh.size,
-        "backend": jax.default_backend(), "step_ms": step_s * 1e3,
-        "images_per_sec": batch_size / step_s, "compile_s": compile_s,
+        "model": model_name,
+        "mode": mode,
+        "batch_size": batch_size,
+        "image_size": size,
+        "half_precision": half_precision,
+        "devices": mesh.size,
+        "backend": jax.default_backend(),
+        "step_ms": step_s * 1e3,
+        "images_per_sec": batch_size / step_s,
+        "compile_s": compile_s,
     }
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
@@ -95,13 +109,24 @@ def run(model_name: str, batch_size: int, image_size: int = 0, num_classes: int 
 
 def main(argv):
     del argv
-    result = run(_MODEL.value, _BATCH.value, _SIZE.value, _CLASSES.value, _MODE.value,
-                 _HALF.value, _STEPS.value, _WARMUP.value)
+    result = run(
+        _MODEL.value,
+        _BATCH.value,
+        _SIZE.value,
+        _CLASSES.value,
+        _MODE.value,
+        _HALF.value,
+        _STEPS.value,
+        _WARMUP.value,
+    )
     if _JSON.value:
         print(json.dumps(result))
     else:
-        print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in result.items()))
+        print(
+            " | ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
+            )
+        )
 
 
 if __name__ == "__main__":

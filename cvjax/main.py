@@ -13,22 +13,29 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs",
-                               "quickstart.py")
+_DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "configs", "quickstart.py"
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Config file, optionally with ':arg' (e.g. configs/resnet.py:"
-    "model=resnet50).", lock_config=True,
+    "config",
+    _DEFAULT_CONFIG,
+    "Config file, optionally with ':arg' (e.g. configs/resnet.py:model=resnet50).",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics, config and checkpoints go.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes) or eval-only.")
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "latest", "For --mode=eval: 'latest', 'best' (by eval/accuracy) or a step.")
+    "checkpoint", "latest", "For --mode=eval: 'latest', 'best' (by eval/accuracy) or a step."
+)
 _MULTIHOST = flags.DEFINE_bool(
-    "multihost", False, "Call jax.distributed.initialize() first (one process per host).")
+    "multihost", False, "Call jax.distributed.initialize() first (one process per host)."
+)
 _COMPILE_CACHE = flags.DEFINE_string(
-    "compilation_cache", os.path.join(os.path.expanduser("~"), ".cache", "cvjax", "xla"),
-    "Persistent XLA compilation cache directory; '' disables it.")
+    "compilation_cache",
+    os.path.join(os.path.expanduser("~"), ".cache", "cvjax", "xla"),
+    "Persistent XLA compilation cache directory; '' disables it.",
+)
 
 
 class _ConciseLog(std_logging.Filter):
@@ -61,8 +68,11 @@ def main(argv):
             result = loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
     except UserError as error:
         _fail(str(error))
-    print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in result.items()))
+    print(
+        " | ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
+        )
+    )
 
 
 def _fail(message: str) -> None:

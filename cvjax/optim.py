@@ -47,7 +47,10 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
         main = optax.cosine_decay_schedule(lr, rest, alpha=s.get("end_lr_factor", 0.0))
     elif s.name == "onecycle":
         return optax.cosine_onecycle_schedule(
-            total, lr, s.get("pct_start", 0.3), s.get("div_factor", 25.0),
+            total,
+            lr,
+            s.get("pct_start", 0.3),
+            s.get("div_factor", 25.0),
             s.get("final_div_factor", 1e4),
         )
     else:
@@ -79,14 +82,21 @@ def create_optimizer(
 
     if name == "lars":
         tx = optax.lars(
-            schedule, weight_decay=wd, weight_decay_mask=mask, trust_coefficient=o.get(
-                "trust_coefficient", 0.001), momentum=o.get("momentum", 0.9),
+            schedule,
+            weight_decay=wd,
+            weight_decay_mask=mask,
+            trust_coefficient=o.get("trust_coefficient", 0.001),
+            momentum=o.get("momentum", 0.9),
             nesterov=o.get("nesterov", False),
         )
     elif name == "lamb":
         tx = optax.lamb(
-            schedule, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999), eps=o.get("eps", 1e-6),
-            weight_decay=wd, mask=mask,
+            schedule,
+            b1=o.get("b1", 0.9),
+            b2=o.get("b2", 0.999),
+            eps=o.get("eps", 1e-6),
+            weight_decay=wd,
+            mask=mask,
         )
     else:
         decoupled = name in _ALWAYS_DECOUPLED or o.get("decoupled_weight_decay", False)
@@ -115,7 +125,9 @@ def _update_rule(name: str, o: ml_collections.ConfigDict) -> optax.GradientTrans
         ),
         "rmsprop": lambda: optax.chain(
             optax.scale_by_rms(decay=o.get("decay", 0.9), eps=o.get("eps", 1e-8)),
-            optax.trace(decay=o.get("momentum", 0.0)) if o.get("momentum", 0.0) else optax.identity(),
+            optax.trace(decay=o.get("momentum", 0.0))
+            if o.get("momentum", 0.0)
+            else optax.identity(),
         ),
         "adam": lambda: optax.scale_by_adam(
             b1=o.get("b1", 0.9), b2=o.get("b2", 0.999), eps=o.get("eps", 1e-8)

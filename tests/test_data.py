@@ -15,8 +15,8 @@ from cvjax import data
 from cvjax.data import sources
 from cvjax.errors import UserError
 
-CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                 "truck")
+# The official label order, written independently of cvjax.data.sources.
+CIFAR_CLASSES = tuple("airplane automobile bird cat deer dog frog horse ship truck".split())
 
 
 def user_error(fn, *args, **kwargs) -> str:
@@ -112,7 +112,8 @@ def test_idx_corrupt_and_incomplete(tmp_path):
     assert "different counts" in user_error(data.load, "mnist", "train", str(tmp_path))
     bad.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(8)))  # A labels magic number.
     assert "not an IDX file with 3 dimensions" in user_error(
-        data.load, "mnist", "train", str(tmp_path))
+        data.load, "mnist", "train", str(tmp_path)
+    )
     bad.unlink()
     message = user_error(data.load, "mnist", "train", str(tmp_path))
     assert "put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz there" in message
@@ -131,8 +132,11 @@ def test_tfds_prepared_folder_falls_through(tmp_path, monkeypatch):
 def cifar_pixels(n, offset):
     """n images whose R plane is a ramp, G plane is offset+i and B plane is 200."""
     ramp = np.arange(1024) % 256
-    planes = [np.stack([ramp] * n), (offset + np.arange(n))[:, None] * np.ones(1024, int),
-              np.full((n, 1024), 200)]
+    planes = [
+        np.stack([ramp] * n),
+        (offset + np.arange(n))[:, None] * np.ones(1024, int),
+        np.full((n, 1024), 200),
+    ]
     return np.concatenate(planes, axis=1).astype(np.uint8)
 
 
@@ -168,8 +172,10 @@ def test_cifar10_binary_folder_and_archive(tmp_path):
     check_cifar(test, 3, 50, [5, 6, 7])
     assert test.class_names == CIFAR_CLASSES and test.num_classes == 10
     (tmp_path / "b" / "cifar10").mkdir(parents=True)
-    write_tar(tmp_path / "b" / "cifar10" / "cifar-10-binary.tar.gz",
-              {f"cifar-10-batches-bin/{k}": v for k, v in files.items()})
+    write_tar(
+        tmp_path / "b" / "cifar10" / "cifar-10-binary.tar.gz",
+        {f"cifar-10-batches-bin/{k}": v for k, v in files.items()},
+    )
     train = data.load("cifar10", "train", data_dir=str(tmp_path / "b"))
     assert train.images.shape == (15, 32, 32, 3)
     np.testing.assert_array_equal(train.images[3:6, 5, 7, 1], [10, 11, 12])
@@ -184,7 +190,8 @@ def test_cifar10_python_archive(tmp_path):
     files = {f"cifar-10-batches-py/data_batch_{k}": batch(k) for k in range(1, 6)}
     files["cifar-10-batches-py/test_batch"] = batch(9)
     files["cifar-10-batches-py/batches.meta"] = pickle.dumps(
-        {b"label_names": [c.encode() for c in CIFAR_CLASSES]})
+        {b"label_names": [c.encode() for c in CIFAR_CLASSES]}
+    )
     (tmp_path / "cifar10").mkdir()
     write_tar(tmp_path / "cifar10" / "cifar-10-python.tar.gz", files)
     check_cifar(data.load("cifar10", "test", data_dir=str(tmp_path)), 4, 180, [9, 1, 2, 3])
@@ -253,7 +260,8 @@ def test_folder_grayscale_and_errors(tmp_path):
     assert f"missing split folder {tmp_path / 'only_train' / 'test'}" in message
     assert "does not exist" in user_error(data.load, f"folder:{tmp_path / 'none'}", "train")
     assert "no .png/.jpg/.jpeg images" in user_error(
-        data.load, f"folder:{tmp_path / 'only_train'}", "train")
+        data.load, f"folder:{tmp_path / 'only_train'}", "train"
+    )
 
 
 def test_folder_from_shared_cifar10_jpegs(shared_datasets, tmp_path):
@@ -286,10 +294,12 @@ class CvjaxTinyShapes(tfds.core.GeneratorBasedBuilder):
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "label": tfds.features.ClassLabel(names=["red", "green", "blue"]),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3)),
+                    "label": tfds.features.ClassLabel(names=["red", "green", "blue"]),
+                }
+            ),
             supervised_keys=("image", "label"),
         )
 
@@ -309,7 +319,7 @@ def test_tfds_local_builder(tmp_path):
     ds = data.load("tfds:cvjax_tiny_shapes", "test", data_dir=str(tmp_path), image_size=8)
     assert ds.images.shape == (3, 8, 8, 3) and ds.class_names == ("red", "green", "blue")
     assert sorted(ds.labels.tolist()) == [0, 1, 2]
-    for image, label in zip(ds.images, ds.labels):
+    for image, label in zip(ds.images, ds.labels, strict=True):
         assert image[..., label].min() == 255 and image.sum() == 255 * 64
     train = data.load("tfds:cvjax_tiny_shapes", "train", data_dir=str(tmp_path), image_size=8)
     assert len(train) == 6 and train.num_classes == 3

@@ -14,15 +14,23 @@ from tests.conftest import REPO
 
 def run_main(*args, workdir):
     return subprocess.run(
-        [sys.executable, "-m", "cvjax.main", f"--workdir={workdir}", *args], cwd=REPO,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "cvjax.main", f"--workdir={workdir}", *args],
+        cwd=REPO,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
 def test_config_arg_and_overrides_reach_the_resolved_config(tmp_path):
-    run = run_main("--config=configs/resnet.py:model=resnet8,dataset=digits,epochs=1",
-                   "--config.batch_size=64", "--config.augment.flip=False",
-                   "--config.optimizer.name=nesterov", workdir=tmp_path)
+    run = run_main(
+        "--config=configs/resnet.py:model=resnet8,dataset=digits,epochs=1",
+        "--config.batch_size=64",
+        "--config.augment.flip=False",
+        "--config.optimizer.name=nesterov",
+        workdir=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     with open(tmp_path / "config.json") as f:
         config = json.load(f)
@@ -32,16 +40,20 @@ def test_config_arg_and_overrides_reach_the_resolved_config(tmp_path):
     assert "eval/accuracy" in run.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config.model=resnet_20"], "error: unknown model 'resnet_20'; did you mean resnet20"),
-    (["--config.dataset=digitz"], "error: unknown dataset 'digitz'; did you mean digits"),
-    (["--config.optimizer.name=adamm"], "error: unknown optimizer 'adamm'; did you mean adam"),
-    (["--config.eval_every=often"], "error: eval_every='often' is not an interval"),
-    (["--mode=eval"], "error: no checkpoint in"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config.model=resnet_20"], "error: unknown model 'resnet_20'; did you mean resnet20"),
+        (["--config.dataset=digitz"], "error: unknown dataset 'digitz'; did you mean digits"),
+        (["--config.optimizer.name=adamm"], "error: unknown optimizer 'adamm'; did you mean adam"),
+        (["--config.eval_every=often"], "error: eval_every='often' is not an interval"),
+        (["--mode=eval"], "error: no checkpoint in"),
+    ],
+)
 def test_bad_input_ends_in_one_line(tmp_path, args, message):
-    run = run_main("--config=configs/quickstart.py", "--config.num_epochs=1", *args,
-                   workdir=tmp_path)
+    run = run_main(
+        "--config=configs/quickstart.py", "--config.num_epochs=1", *args, workdir=tmp_path
+    )
     assert run.returncode == 2
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith(message), run.stderr[-2000:]

@@ -15,14 +15,27 @@ from cvjax.models import __main__ as table
 # torchvision, timm (resnet200, resnetv2_*, seresnet*), and He et al. 2016 / Zagoruyko &
 # Komodakis 2016 for the CIFAR models (10 classes).
 REFERENCE_PARAMS = {
-    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-    "resnet101": 44_549_160, "resnet152": 60_192_808, "resnet200": 64_673_832,
-    "resnetv2_50": 25_549_352, "resnetv2_101": 44_541_480,
-    "wide_resnet50_2": 68_883_240, "wide_resnet101_2": 126_886_696,
-    "resnext50_32x4d": 25_028_904, "resnext101_32x8d": 88_791_336,
-    "resnext101_64x4d": 83_455_272, "seresnet50": 28_088_024, "seresnext50_32x4d": 27_559_896,
-    "resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586, "resnet56": 853_018,
-    "resnet110": 1_727_962, "wrn28_10": 36_479_194,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnet200": 64_673_832,
+    "resnetv2_50": 25_549_352,
+    "resnetv2_101": 44_541_480,
+    "wide_resnet50_2": 68_883_240,
+    "wide_resnet101_2": 126_886_696,
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x8d": 88_791_336,
+    "resnext101_64x4d": 83_455_272,
+    "seresnet50": 28_088_024,
+    "seresnext50_32x4d": 27_559_896,
+    "resnet20": 269_722,
+    "resnet32": 464_154,
+    "resnet44": 658_586,
+    "resnet56": 853_018,
+    "resnet110": 1_727_962,
+    "wrn28_10": 36_479_194,
 }
 
 
@@ -34,8 +47,9 @@ def test_every_registered_model_has_a_reference_count():
 def test_parameter_count_and_output_shape(name):
     assert table.count_params(name) == REFERENCE_PARAMS[name]
     model, variables, shape = table.abstract_variables(name)
-    out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, *shape[1:])), train=False),
-                         variables)
+    out = jax.eval_shape(
+        lambda v: model.apply(v, jnp.zeros((2, *shape[1:])), train=False), variables
+    )
     assert out.shape == (2, models.model_info(name)["num_classes"])
 
 
@@ -49,39 +63,58 @@ def test_cifar_stem_runs_imagenet_models_at_32():
 
 def test_without_global_pool_a_larger_input_gives_a_map_of_logits():
     model = models.create("resnet18", num_classes=7, global_pool=False)
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
+    variables = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)))
+    )
     out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, 448, 448, 3))), variables)
     assert out.shape == (1, 14, 14, 7)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(bottleneck=False, shortcut="zero_pad"),
-    dict(bottleneck=True),
-    dict(bottleneck=True, groups=4, width_per_group=16),
-    dict(bottleneck=True, se_ratio=0.25),
-    dict(bottleneck=False, preact=True, block_dropout=0.1),
-], ids=["basic_option_a", "bottleneck", "grouped", "squeeze_excite", "preact_wide"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(bottleneck=False, shortcut="zero_pad"),
+        dict(bottleneck=True),
+        dict(bottleneck=True, groups=4, width_per_group=16),
+        dict(bottleneck=True, se_ratio=0.25),
+        dict(bottleneck=False, preact=True, block_dropout=0.1),
+    ],
+    ids=["basic_option_a", "bottleneck", "grouped", "squeeze_excite", "preact_wide"],
+)
 def test_tiny_forward_backward_per_block_kind(kwargs):
-    model = models.resnet.ResNet(stage_sizes=(1, 1), widths=(8, 16), stem_width=8,
-                                 cifar_stem=True, num_classes=5, drop_rate=0.1,
-                                 drop_path_rate=0.2, **kwargs)
+    model = models.resnet.ResNet(
+        stage_sizes=(1, 1),
+        widths=(8, 16),
+        stem_width=8,
+        cifar_stem=True,
+        num_classes=5,
+        drop_rate=0.1,
+        drop_path_rate=0.2,
+        **kwargs,
+    )
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
     variables = model.init(jax.random.PRNGKey(0), x)
 
     @jax.jit
     def loss_and_grad(variables):
         def loss(params):
-            logits, updates = model.apply({**variables, "params": params}, x, train=True,
-                                          mutable=["batch_stats"],
-                                          rngs={"dropout": jax.random.PRNGKey(2)})
+            logits, updates = model.apply(
+                {**variables, "params": params},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": jax.random.PRNGKey(2)},
+            )
             return jnp.mean(logits**2), updates
+
         return jax.value_and_grad(loss, has_aux=True)(variables["params"])
 
     (value, updates), grads = loss_and_grad(variables)
     chex.assert_tree_all_finite(grads)
     assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
-    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), variables["batch_stats"],
-                           updates["batch_stats"])
+    changed = jax.tree.map(
+        lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"]
+    )
     assert all(jax.tree.leaves(changed))
     eval_logits = model.apply(variables, x, train=False)
     chex.assert_shape(eval_logits, (4, 5))
@@ -101,7 +134,10 @@ def test_unknown_names_and_kwargs_are_user_errors():
     with pytest.raises(UserError, match="takes no argument widthh"):
         models.create("resnet50", widthh=3)
     assert models.list_models("resnext*") == [
-        "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d"]
+        "resnext101_32x8d",
+        "resnext101_64x4d",
+        "resnext50_32x4d",
+    ]
 
 
 def test_model_table_json(capsys):

@@ -55,7 +55,9 @@ def test_training_writes_metrics_tensorboard_config_and_checkpoints(trained):
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["model"] == "resnet8"
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [
-        str(steps_per_epoch), str(2 * steps_per_epoch)]
+        str(steps_per_epoch),
+        str(2 * steps_per_epoch),
+    ]
 
 
 def test_eval_only_mode_reproduces_the_final_eval(trained):
@@ -80,8 +82,15 @@ def test_rerun_of_a_finished_run_trains_nothing_more(trained):
 
 
 def test_overfits_one_batch():
-    config = tiny_config(**{"batch_size": 16, "learning_rate": 0.05, "weight_decay": 0.0,
-                            "schedule.name": "constant", "augment.crop_padding": 0})
+    config = tiny_config(
+        **{
+            "batch_size": 16,
+            "learning_rate": 0.05,
+            "weight_decay": 0.0,
+            "schedule.name": "constant",
+            "augment.crop_padding": 0,
+        }
+    )
     from cvjax import data, models, optim
     from cvjax.train.state import create_train_state
 
@@ -120,20 +129,34 @@ def test_corrupt_newest_checkpoint_is_moved_aside_and_the_previous_used(tmp_path
 
 
 def test_kill_and_resume_gives_bitwise_identical_results(tmp_path):
-    """SIGKILL a run after its first checkpoint; the rerun ends exactly like an uninterrupted run."""
-    overrides = ["--config.model=resnet8", "--config.dataset=digits", "--config.num_epochs=12",
-                 "--config.batch_size=32", "--config.eval_every=4ep",
-                 "--config.checkpoint_every=1ep", "--config.augment.flip=False",
-                 "--config.log_every_steps=20"]
+    """SIGKILL a run after its first checkpoint; the rerun ends exactly as an uninterrupted one."""
+    overrides = [
+        "--config.model=resnet8",
+        "--config.dataset=digits",
+        "--config.num_epochs=12",
+        "--config.batch_size=32",
+        "--config.eval_every=4ep",
+        "--config.checkpoint_every=1ep",
+        "--config.augment.flip=False",
+        "--config.log_every_steps=20",
+    ]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
 
     def command(workdir):
-        return [sys.executable, "-m", "cvjax.main", "--config=configs/quickstart.py",
-                f"--workdir={workdir}", f"--compilation_cache={tmp_path / 'cache'}", *overrides]
+        return [
+            sys.executable,
+            "-m",
+            "cvjax.main",
+            "--config=configs/quickstart.py",
+            f"--workdir={workdir}",
+            f"--compilation_cache={tmp_path / 'cache'}",
+            *overrides,
+        ]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     ckpts = killed / "checkpoints"
     while time.time() < deadline and proc.poll() is None:
@@ -145,8 +168,9 @@ def test_kill_and_resume_gives_bitwise_identical_results(tmp_path):
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     resumed = subprocess.run(command(killed), cwd=REPO, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    straight = subprocess.run(command(tmp_path / "straight"), cwd=REPO, env=env,
-                              capture_output=True, text=True)
+    straight = subprocess.run(
+        command(tmp_path / "straight"), cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert straight.returncode == 0, straight.stderr[-2000:]
     assert resumed.stdout.strip().splitlines()[-1] == straight.stdout.strip().splitlines()[-1]
     final = lambda w: [r for r in read_metrics(w) if "eval/loss" in r][-1]  # noqa: E731
@@ -187,10 +211,18 @@ def test_eight_simulated_devices_match_one(tmp_path):
     results = {}
     for devices in (1, 8):
         out = tmp_path / f"d{devices}.npz"
-        env = dict(os.environ, JAX_PLATFORMS="cpu",
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        run = subprocess.run([sys.executable, "-c", _PARALLEL_SCRIPT, str(out)], cwd=REPO, env=env,
-                             capture_output=True, text=True)
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", _PARALLEL_SCRIPT, str(out)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         results[devices] = dict(np.load(out))
     one, eight = results[1], results[8]
@@ -203,12 +235,25 @@ def test_eight_simulated_devices_match_one(tmp_path):
 
 
 def test_batch_size_not_divisible_by_devices_is_a_clear_error(tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(
+        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8"
+    )
     run = subprocess.run(
-        [sys.executable, "-m", "cvjax.main", "--config=configs/quickstart.py",
-         f"--workdir={tmp_path}", "--config.batch_size=60"],
-        cwd=REPO, env=env, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "cvjax.main",
+            "--config=configs/quickstart.py",
+            f"--workdir={tmp_path}",
+            "--config.batch_size=60",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
         "error: batch_size=60 is not divisible by the 8 devices; set --config.batch_size to a "
-        "multiple of 8")
+        "multiple of 8"
+    )

@@ -4,9 +4,7 @@ import jax
 import jax.numpy as jnp
 
 
-def random_crop_flip(
-    rng: jax.Array, images: jax.Array, padding: int, flip: bool
-) -> jax.Array:
+def random_crop_flip(rng: jax.Array, images: jax.Array, padding: int, flip: bool) -> jax.Array:
     """Zero-pad by `padding`, take a random crop of the original size, flip half horizontally.
 
     The standard CIFAR augmentation of He et al. 2016, Sec. 4.2.

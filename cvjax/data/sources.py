@@ -25,9 +25,20 @@ SPLITS = ("train", "test")
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _PIL_FORMATS = ("PNG", "JPEG")  # Skips probing every other PIL plugin per file.
 _THREADS = min(32, 2 * (os.cpu_count() or 1))
-_CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                  "truck")
-_CIFAR100_NAMES = tuple("""
+_CIFAR10_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+_CIFAR100_NAMES = tuple(
+    """
     apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
     butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab
     crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo
@@ -35,10 +46,21 @@ _CIFAR100_NAMES = tuple("""
     mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy
     porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper
     snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television
-    tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split())
+    tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
+)
 _MNIST_NAMES = tuple(str(i) for i in range(10))
-_FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                  "Sneaker", "Bag", "Ankle boot")
+_FASHION_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 # Per-channel (mean, std) in 0..255 units from the literature; `channel_stats` computes exact ones.
 STANDARD_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -68,8 +90,14 @@ def dataset_names() -> list[str]:
     return sorted(["digits", *_IDX_NAMES, *_CIFAR])
 
 
-def load(name: str, split: str, data_dir: str | None = None, image_size: int | None = None, *,
-         max_unreadable: float = 0.01) -> ArrayDataset:
+def load(
+    name: str,
+    split: str,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    *,
+    max_unreadable: float = 0.01,
+) -> ArrayDataset:
     """Loads `split` ("train" or "test") of dataset `name` into memory.
 
     `digits` is scikit-learn's 8x8 digits with a fixed stratified 80/20 split
@@ -85,9 +113,9 @@ def load(name: str, split: str, data_dir: str | None = None, image_size: int | N
     if data_dir and "://" not in data_dir and not os.path.isdir(data_dir):
         raise UserError(f"data_dir {data_dir!r} does not exist; fix --config.data_dir")
     if name.startswith("folder:"):
-        return _load_folder(name[len("folder:"):], split, image_size, max_unreadable)
+        return _load_folder(name[len("folder:") :], split, image_size, max_unreadable)
     if name.startswith("tfds:"):
-        return _load_tfds(name[len("tfds:"):], split, data_dir, image_size)
+        return _load_tfds(name[len("tfds:") :], split, data_dir, image_size)
     if name == "digits":
         ds = _load_digits(split)
     elif name in _IDX_NAMES or name in _CIFAR:
@@ -105,25 +133,31 @@ def channel_stats(ds: ArrayDataset) -> tuple[np.ndarray, np.ndarray]:
         raise UserError("the training split is empty; check the dataset files")
     # Exact 256-bin histograms per channel: faster than float64 sums over the whole array.
     values = np.arange(256, dtype=np.float64)
-    hists = [np.bincount(ds.images[..., c].ravel(), minlength=256).astype(np.float64)
-             for c in range(ds.images.shape[-1])]
+    hists = [
+        np.bincount(ds.images[..., c].ravel(), minlength=256).astype(np.float64)
+        for c in range(ds.images.shape[-1])
+    ]
     mean = np.array([h @ values / h.sum() for h in hists])
-    std = np.sqrt(np.array([h @ np.square(values - m) / h.sum() for h, m in zip(hists, mean)]))
+    std = np.sqrt(
+        np.array([h @ np.square(values - m) / h.sum() for h, m in zip(hists, mean, strict=True)])
+    )
     # A constant channel would divide by zero when normalizing.
     return mean, np.where(std > 0, std, 1.0)
 
 
-def _dataset(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-             source: str) -> ArrayDataset:
+def _dataset(
+    images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], source: str
+) -> ArrayDataset:
     labels = np.asarray(labels, np.int32)
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise UserError(f"{source} has labels outside 0..{len(class_names) - 1}; re-download it")
-    return ArrayDataset(np.ascontiguousarray(images, np.uint8), labels, len(class_names),
-                        tuple(class_names))
+    return ArrayDataset(
+        np.ascontiguousarray(images, np.uint8), labels, len(class_names), tuple(class_names)
+    )
 
 
 def _parallel_map(fn: Callable, items: Sequence, threads: int = _THREADS) -> list:
-    chunks = [items[i:i + 256] for i in range(0, len(items), 256)]
+    chunks = [items[i : i + 256] for i in range(0, len(items), 256)]
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         return [out for chunk in pool.map(lambda c: [fn(x) for x in c], chunks) for out in chunk]
 
@@ -154,7 +188,8 @@ def _load_digits(split: str) -> ArrayDataset:
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     x_train, x_test, y_train, y_test = train_test_split(
-        images, digits.target, test_size=0.2, stratify=digits.target, random_state=0)
+        images, digits.target, test_size=0.2, stratify=digits.target, random_state=0
+    )
     if split == "train":
         return _dataset(x_train, y_train, _MNIST_NAMES, "digits")
     return _dataset(x_test, y_test, _MNIST_NAMES, "digits")
@@ -163,8 +198,10 @@ def _load_digits(split: str) -> ArrayDataset:
 # --- original files: MNIST IDX, CIFAR binary and python ----------------------------------------
 
 _IDX_NAMES = {"mnist": _MNIST_NAMES, "fashion_mnist": _FASHION_NAMES}
-_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,18 +215,40 @@ class _CifarFormat:
 
 _CIFAR = {
     "cifar10": (
-        _CifarFormat("cifar-10-binary.tar.gz", "cifar-10-batches-bin",
-                     {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
-                      "test": ("test_batch.bin",)}, "batches.meta.txt", True),
-        _CifarFormat("cifar-10-python.tar.gz", "cifar-10-batches-py",
-                     {"train": tuple(f"data_batch_{i}" for i in range(1, 6)),
-                      "test": ("test_batch",)}, "batches.meta", False)),
+        _CifarFormat(
+            "cifar-10-binary.tar.gz",
+            "cifar-10-batches-bin",
+            {
+                "train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+                "test": ("test_batch.bin",),
+            },
+            "batches.meta.txt",
+            True,
+        ),
+        _CifarFormat(
+            "cifar-10-python.tar.gz",
+            "cifar-10-batches-py",
+            {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
+            "batches.meta",
+            False,
+        ),
+    ),
     "cifar100": (
-        _CifarFormat("cifar-100-binary.tar.gz", "cifar-100-binary",
-                     {"train": ("train.bin",), "test": ("test.bin",)}, "fine_label_names.txt",
-                     True),
-        _CifarFormat("cifar-100-python.tar.gz", "cifar-100-python",
-                     {"train": ("train",), "test": ("test",)}, "meta", False)),
+        _CifarFormat(
+            "cifar-100-binary.tar.gz",
+            "cifar-100-binary",
+            {"train": ("train.bin",), "test": ("test.bin",)},
+            "fine_label_names.txt",
+            True,
+        ),
+        _CifarFormat(
+            "cifar-100-python.tar.gz",
+            "cifar-100-python",
+            {"train": ("train",), "test": ("test",)},
+            "meta",
+            False,
+        ),
+    ),
 }
 
 
@@ -240,10 +299,12 @@ def _read_idx(path: str, ndim: int) -> np.ndarray:
     magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
     if magic != 0x800 + ndim or len(data) < header:
         raise UserError(f"{path} is not an IDX file with {ndim} dimensions; re-download it")
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(data) != header + int(np.prod(shape)):
-        raise UserError(f"{path} is truncated or corrupt (size does not match its header "
-                        f"{shape}); re-download it")
+        raise UserError(
+            f"{path} is truncated or corrupt (size does not match its header "
+            f"{shape}); re-download it"
+        )
     return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 
 
@@ -276,8 +337,9 @@ def _read_bundle(root: str, fmt: _CifarFormat, split: str) -> dict[str, bytes] |
     return blobs
 
 
-def _decode_cifar(name: str, fmt: _CifarFormat, split: str, blobs: dict[str, bytes],
-                  root: str) -> ArrayDataset:
+def _decode_cifar(
+    name: str, fmt: _CifarFormat, split: str, blobs: dict[str, bytes], root: str
+) -> ArrayDataset:
     fine = name == "cifar100"
     images, labels = [], []
     for f in fmt.files[split]:
@@ -286,19 +348,22 @@ def _decode_cifar(name: str, fmt: _CifarFormat, split: str, blobs: dict[str, byt
             # Record: label byte (CIFAR-100: coarse, fine) then 1024 R, 1024 G, 1024 B bytes.
             record = 3072 + (2 if fine else 1)
             if not blobs[f] or len(blobs[f]) % record:
-                raise UserError(f"{source} is truncated or corrupt (size {len(blobs[f])} is not "
-                                f"a multiple of {record}); re-download it")
+                raise UserError(
+                    f"{source} is truncated or corrupt (size {len(blobs[f])} is not "
+                    f"a multiple of {record}); re-download it"
+                )
             rows = np.frombuffer(blobs[f], np.uint8).reshape(-1, record)
             labels.append(rows[:, record - 3073])
-            pixels = rows[:, record - 3072:]
+            pixels = rows[:, record - 3072 :]
         else:
             try:
                 batch = pickle.loads(blobs[f], encoding="bytes")
                 pixels = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3072)
                 labels.append(np.asarray(batch[b"fine_labels" if fine else b"labels"]))
             except Exception as e:  # Unpickling raises many types on a corrupt file.
-                raise UserError(f"{source} is not a CIFAR python batch ({e!r}); "
-                                "re-download it") from None
+                raise UserError(
+                    f"{source} is not a CIFAR python batch ({e!r}); re-download it"
+                ) from None
         images.append(pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     names = _CIFAR100_NAMES if fine else _CIFAR10_NAMES
     meta = blobs.get(fmt.meta)
@@ -316,17 +381,22 @@ def _decode_cifar(name: str, fmt: _CifarFormat, split: str, blobs: dict[str, byt
 # --- image folders -----------------------------------------------------------------------------
 
 
-def _load_folder(path: str, split: str, image_size: int | None,
-                 max_unreadable: float) -> ArrayDataset:
+def _load_folder(
+    path: str, split: str, image_size: int | None, max_unreadable: float
+) -> ArrayDataset:
     path = os.path.expanduser(path)
     if not os.path.isdir(path):
         raise UserError(f"image folder {path!r} does not exist; fix the folder:<path> dataset")
     aliases = ("test", "val", "validation") if split == "test" else ("train",)
-    split_dir = next((os.path.join(path, a) for a in aliases
-                      if os.path.isdir(os.path.join(path, a))), None)
+    split_dir = next(
+        (os.path.join(path, a) for a in aliases if os.path.isdir(os.path.join(path, a))), None
+    )
     if split_dir is None:
-        raise UserError(f"missing split folder {os.path.join(path, split)}; expected "
-                        f"{path}/{{train,test}}/<class>/*.png|jpg")
+        raise UserError(
+            f"missing split folder {os.path.join(path, split)}; expected "
+            f"{path}/{{train,test}}/<class>/*.png|jpg"
+        )
+
     def class_dirs(folder: str) -> list[str]:
         return sorted(e.name for e in os.scandir(folder) if e.is_dir())
 
@@ -338,8 +408,10 @@ def _load_folder(path: str, split: str, image_size: int | None,
     files, labels = [], []
     for entry in class_dirs(split_dir):
         if entry not in classes:
-            raise UserError(f"class folder {os.path.join(split_dir, entry)} has no match in "
-                            f"{class_root}; use the same class folders in every split")
+            raise UserError(
+                f"class folder {os.path.join(split_dir, entry)} has no match in "
+                f"{class_root}; use the same class folders in every split"
+            )
         for file in sorted(os.listdir(os.path.join(split_dir, entry))):
             if file.lower().endswith(_IMAGE_EXTENSIONS):
                 files.append(os.path.join(split_dir, entry, file))
@@ -362,21 +434,30 @@ def _load_folder(path: str, split: str, image_size: int | None,
     first = next((im for im in map(decode, files[:8]) if im is not None), None)
     threads = _THREADS if first is not None and first.size >= 128 * 128 else 1
     decoded = _parallel_map(decode, files, threads)
-    bad = [f for f, im in zip(files, decoded) if im is None]
+    bad = [f for f, im in zip(files, decoded, strict=True) if im is None]
     if bad:
-        logging.warning("skipped %d unreadable of %d images in %s (first: %s)", len(bad),
-                        len(files), split_dir, bad[0])
+        logging.warning(
+            "skipped %d unreadable of %d images in %s (first: %s)",
+            len(bad),
+            len(files),
+            split_dir,
+            bad[0],
+        )
         if len(bad) > max_unreadable * len(files):
-            raise UserError(f"{len(bad)} of {len(files)} images in {split_dir} are unreadable "
-                            f"(e.g. {bad[0]}); remove or fix them")
-    kept = [(im, y) for im, y in zip(decoded, labels) if im is not None]
+            raise UserError(
+                f"{len(bad)} of {len(files)} images in {split_dir} are unreadable "
+                f"(e.g. {bad[0]}); remove or fix them"
+            )
+    kept = [(im, y) for im, y in zip(decoded, labels, strict=True) if im is not None]
     if any(im.ndim == 3 for im, _ in kept):
         kept = [(np.stack([im] * 3, -1) if im.ndim == 2 else im, y) for im, y in kept]
     sizes = {im.shape[:2] for im, _ in kept}
     if len(sizes) > 1:
         a, b = sorted(sizes)[:2]
-        raise UserError(f"images in {split_dir} differ in size ({a[0]}x{a[1]}, {b[0]}x{b[1]}, "
-                        "...); set --config.image_size")
+        raise UserError(
+            f"images in {split_dir} differ in size ({a[0]}x{a[1]}, {b[0]}x{b[1]}, "
+            "...); set --config.image_size"
+        )
     images = np.stack([im for im, _ in kept])
     images = images[..., None] if images.ndim == 3 else images
     return _dataset(images, np.array([y for _, y in kept]), classes, split_dir)
@@ -385,8 +466,7 @@ def _load_folder(path: str, split: str, image_size: int | None,
 # --- TFDS --------------------------------------------------------------------------------------
 
 
-def _load_tfds(name: str, split: str, data_dir: str | None,
-               image_size: int | None) -> ArrayDataset:
+def _load_tfds(name: str, split: str, data_dir: str | None, image_size: int | None) -> ArrayDataset:
     """Prepares TFDS `name` in array_record format if needed and reads the split into memory."""
     import tensorflow_datasets as tfds
 
@@ -404,28 +484,36 @@ def _load_tfds(name: str, split: str, data_dir: str | None,
         except Exception as e:  # Network, disk, manual-download and TensorFlow errors alike.
             reason = (str(e).strip().splitlines() or [""])[0][:200]
             if name in _IDX_NAMES or name in _CIFAR:
-                fix = (f"without network, put the original files under {where}/{name}/ or "
-                       f"prepare the TFDS data (file_format=array_record) into {where}")
+                fix = (
+                    f"without network, put the original files under {where}/{name}/ or "
+                    f"prepare the TFDS data (file_format=array_record) into {where}"
+                )
             else:
-                fix = (f"prepare the TFDS data (file_format=array_record, see the TFDS catalog "
-                       f"for manual downloads) into {where}")
+                fix = (
+                    f"prepare the TFDS data (file_format=array_record, see the TFDS catalog "
+                    f"for manual downloads) into {where}"
+                )
             if isinstance(e, ModuleNotFoundError) and e.name:
                 fix = f"pip install {e.name.split('.')[0]}, or {fix}"
-            raise UserError(f"cannot download or prepare TFDS {name!r} "
-                            f"({type(e).__name__}: {reason}); {fix}") from None
+            raise UserError(
+                f"cannot download or prepare TFDS {name!r} ({type(e).__name__}: {reason}); {fix}"
+            ) from None
     splits = builder.info.splits
     tfds_split = "validation" if split == "test" and "test" not in splits else split
     if tfds_split not in splits:
-        raise UserError(f"TFDS {name!r} has no {split!r} split (it has {', '.join(splits)}); "
-                        "choose another dataset")
+        raise UserError(
+            f"TFDS {name!r} has no {split!r} split (it has {', '.join(splits)}); "
+            "choose another dataset"
+        )
     image_key, label_key = builder.info.supervised_keys or ("image", "label")
     labels_feature = builder.info.features[label_key]
     try:
         source = builder.as_data_source(split=tfds_split)
     except Exception as e:  # Data prepared as tfrecord needs TensorFlow to read.
-        raise UserError(f"cannot read TFDS {name!r} in {builder.data_dir} without TensorFlow "
-                        f"({type(e).__name__}); re-prepare it with file_format=array_record"
-                        ) from None
+        raise UserError(
+            f"cannot read TFDS {name!r} in {builder.data_dir} without TensorFlow "
+            f"({type(e).__name__}); re-prepare it with file_format=array_record"
+        ) from None
 
     def read(indices: range) -> tuple[list[np.ndarray], list[int]]:
         rows = source.__getitems__(list(indices))
@@ -445,5 +533,6 @@ def _load_tfds(name: str, split: str, data_dir: str | None,
     if len({im.shape for im in images}) > 1:
         raise UserError(f"TFDS {name!r} images differ in size; set --config.image_size")
     names = getattr(labels_feature, "names", None) or [
-        str(i) for i in range(labels_feature.num_classes)]
+        str(i) for i in range(labels_feature.num_classes)
+    ]
     return _dataset(np.stack(images), np.array(labels), names, f"TFDS {name!r}")

@@ -22,7 +22,8 @@ def abstract_variables(name: str, **kwargs):
     model = models.create(name, **kwargs)
     shape = (1, info["input_size"], info["input_size"], info["in_channels"])
     variables = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False))
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False)
+    )
     return model, variables, shape
 
 
@@ -35,7 +36,8 @@ def gmacs(name: str, **kwargs) -> float:
     """Multiply-accumulates of one forward pass at the default resolution, in billions."""
     model, variables, shape = abstract_variables(name, **kwargs)
     lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
-        variables, jax.ShapeDtypeStruct(shape, jnp.float32))
+        variables, jax.ShapeDtypeStruct(shape, jnp.float32)
+    )
     cost = lowered.cost_analysis()
     if isinstance(cost, list):
         cost = cost[0]
@@ -46,8 +48,15 @@ def table(pattern: str = "*") -> list[dict]:
     names = models.list_models(pattern)
     if not names:
         raise UserError(f"no model matches {pattern!r}; try 'python -m cvjax.models' for all")
-    return [{"name": n, "input_size": models.model_info(n)["input_size"],
-             "params": count_params(n), "gmacs": round(gmacs(n), 3)} for n in names]
+    return [
+        {
+            "name": n,
+            "input_size": models.model_info(n)["input_size"],
+            "params": count_params(n),
+            "gmacs": round(gmacs(n), 3),
+        }
+        for n in names
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"| model | input | params | GMACs |\n|---|---:|---:|---:|")
+    print("| model | input | params | GMACs |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {r['input_size']} | {r['params']:,} | {r['gmacs']:.3f} |")
 

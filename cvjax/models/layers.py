@@ -1,4 +1,4 @@
-"""Blocks shared by the model families: conv-BN-activation, squeeze-excitation, drop path, pooling."""
+"""Blocks shared by the model families: conv-BN-act, squeeze-excitation, drop path, pooling."""
 
 from collections.abc import Callable
 from typing import Any
@@ -16,19 +16,39 @@ he_normal = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 def batch_norm(train: bool, dtype: Dtype, zero_init: bool = False, name: str | None = None):
     """BatchNorm as in PyTorch (momentum 0.1 there is 0.9 here, eps 1e-5), stats in float32."""
     return nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-        param_dtype=jnp.float32, scale_init=nn.initializers.zeros if zero_init else
-        nn.initializers.ones, name=name,
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
+        name=name,
     )
 
 
-def conv(features: int, kernel: int, strides: int = 1, groups: int = 1, dtype: Dtype = jnp.float32,
-         use_bias: bool = False, name: str | None = None) -> nn.Conv:
+def conv(
+    features: int,
+    kernel: int,
+    strides: int = 1,
+    groups: int = 1,
+    dtype: Dtype = jnp.float32,
+    use_bias: bool = False,
+    name: str | None = None,
+) -> nn.Conv:
     """A k x k convolution with PyTorch's symmetric padding k // 2 (not 'SAME')."""
     pad = kernel // 2
-    return nn.Conv(features, (kernel, kernel), (strides, strides), padding=((pad, pad), (pad, pad)),
-                   feature_group_count=groups, use_bias=use_bias, kernel_init=he_normal,
-                   dtype=dtype, param_dtype=jnp.float32, name=name)
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        (strides, strides),
+        padding=((pad, pad), (pad, pad)),
+        feature_group_count=groups,
+        use_bias=use_bias,
+        kernel_init=he_normal,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
 
 
 class ConvBN(nn.Module):
@@ -76,7 +96,9 @@ class DropPath(nn.Module):
         if not train or self.rate == 0.0:
             return x
         keep = 1.0 - self.rate
-        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        mask = jax.random.bernoulli(
+            self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1)
+        )
         return jnp.where(mask, x / keep, 0).astype(x.dtype)
 
 
@@ -111,5 +133,4 @@ class Classifier(nn.Module):
             x = global_avg_pool(x)
         x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
         # Dense on the last axis is a 1x1 convolution on a spatial map: one parameter set.
-        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                        name="fc")(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="fc")(x)

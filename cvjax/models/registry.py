@@ -22,8 +22,15 @@ class ModelEntry:
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register(name: str, factory: Callable[..., nn.Module], *, input_size: int,
-             family: str, num_classes: int = 1000, in_channels: int = 3) -> None:
+def register(
+    name: str,
+    factory: Callable[..., nn.Module],
+    *,
+    input_size: int,
+    family: str,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+) -> None:
     """Adds `name` to the table; `factory(**kwargs)` builds the module (usually a partial)."""
     if name in _MODELS:
         raise ValueError(f"model {name!r} is registered twice")
@@ -37,8 +44,13 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def model_info(name: str) -> dict:
     entry = _entry(name)
-    return {"name": name, "input_size": entry.input_size, "num_classes": entry.num_classes,
-            "in_channels": entry.in_channels, "family": entry.family}
+    return {
+        "name": name,
+        "input_size": entry.input_size,
+        "num_classes": entry.num_classes,
+        "in_channels": entry.in_channels,
+        "family": entry.family,
+    }
 
 
 def create(name: str, **kwargs) -> nn.Module:
@@ -49,8 +61,10 @@ def create(name: str, **kwargs) -> nn.Module:
     valid = {f.name for f in dataclasses.fields(module_cls)} - {"parent", "name"}
     unknown = sorted(set(kwargs) - valid)
     if unknown:
-        raise UserError(f"model {name!r} takes no argument {', '.join(unknown)}; valid: "
-                        f"{', '.join(sorted(valid))}")
+        raise UserError(
+            f"model {name!r} takes no argument {', '.join(unknown)}; valid: "
+            f"{', '.join(sorted(valid))}"
+        )
     return entry.factory(**kwargs)
 
 

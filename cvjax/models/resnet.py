@@ -15,7 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from cvjax.models.layers import (
-    Classifier, ConvBN, DropPath, Dtype, SqueezeExcite, batch_norm, conv,
+    Classifier,
+    ConvBN,
+    DropPath,
+    Dtype,
+    SqueezeExcite,
+    batch_norm,
+    conv,
 )
 from cvjax.models.registry import register
 
@@ -69,7 +75,9 @@ class ResidualBlock(nn.Module):
             if project and self.shortcut == "zero_pad":
                 shortcut = x[:, :: self.strides, :: self.strides, :]
                 extra = out_ch - x.shape[-1]
-                shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+                shortcut = jnp.pad(
+                    shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2))
+                )
             elif project:
                 shortcut = ConvBN(out_ch, 1, self.strides, act=None, dtype=dt)(x, train)
         if self.se_ratio:
@@ -121,31 +129,49 @@ class ResNet(nn.Module):
             x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         total = sum(self.stage_sizes)
         index = 0
-        for stage, (size, planes) in enumerate(zip(self.stage_sizes, self.widths)):
+        for stage, (size, planes) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for i in range(size):
                 x = ResidualBlock(
-                    planes, 2 if stage > 0 and i == 0 else 1, self.bottleneck, self.preact,
-                    self.groups, self.width_per_group, self.se_ratio, self.shortcut,
-                    self.drop_path_rate * index / max(total - 1, 1), self.block_dropout,
-                    self.zero_init_residual, self.dtype,
+                    planes,
+                    2 if stage > 0 and i == 0 else 1,
+                    self.bottleneck,
+                    self.preact,
+                    self.groups,
+                    self.width_per_group,
+                    self.se_ratio,
+                    self.shortcut,
+                    self.drop_path_rate * index / max(total - 1, 1),
+                    self.block_dropout,
+                    self.zero_init_residual,
+                    self.dtype,
                 )(x, train)
                 index += 1
         if self.preact:
             x = nn.relu(batch_norm(train, self.dtype)(x))
-        logits = Classifier(self.num_classes, self.drop_rate, self.global_pool, self.dtype)(x, train)
+        logits = Classifier(self.num_classes, self.drop_rate, self.global_pool, self.dtype)(
+            x, train
+        )
         return logits.astype(jnp.float32)
 
 
 def _register(name: str, input_size: int = 224, num_classes: int = 1000, **kwargs) -> None:
-    register(name, functools.partial(ResNet, **kwargs), input_size=input_size,
-             num_classes=num_classes, family="resnet")
+    register(
+        name,
+        functools.partial(ResNet, **kwargs),
+        input_size=input_size,
+        num_classes=num_classes,
+        family="resnet",
+    )
 
 
 # ImageNet ResNet v1.5 (torchvision).
 for _name, _sizes, _bottleneck in [
-    ("resnet18", (2, 2, 2, 2), False), ("resnet34", (3, 4, 6, 3), False),
-    ("resnet50", (3, 4, 6, 3), True), ("resnet101", (3, 4, 23, 3), True),
-    ("resnet152", (3, 8, 36, 3), True), ("resnet200", (3, 24, 36, 3), True),
+    ("resnet18", (2, 2, 2, 2), False),
+    ("resnet34", (3, 4, 6, 3), False),
+    ("resnet50", (3, 4, 6, 3), True),
+    ("resnet101", (3, 4, 23, 3), True),
+    ("resnet152", (3, 8, 36, 3), True),
+    ("resnet200", (3, 24, 36, 3), True),
 ]:
     _register(_name, stage_sizes=_sizes, bottleneck=_bottleneck)
 
@@ -160,15 +186,33 @@ _register("resnext50_32x4d", stage_sizes=(3, 4, 6, 3), groups=32, width_per_grou
 _register("resnext101_32x8d", stage_sizes=(3, 4, 23, 3), groups=32, width_per_group=8)
 _register("resnext101_64x4d", stage_sizes=(3, 4, 23, 3), groups=64, width_per_group=4)
 _register("seresnet50", stage_sizes=(3, 4, 6, 3), se_ratio=1 / 16)
-_register("seresnext50_32x4d", stage_sizes=(3, 4, 6, 3), groups=32, width_per_group=4,
-          se_ratio=1 / 16)
+_register(
+    "seresnext50_32x4d", stage_sizes=(3, 4, 6, 3), groups=32, width_per_group=4, se_ratio=1 / 16
+)
 
 # CIFAR ResNets of He et al. 2016, Sec. 4.2: 6n + 2 layers, option-A shortcuts.
 for _n in (1, 3, 5, 7, 9, 18):
-    _register(f"resnet{6 * _n + 2}", input_size=32, num_classes=10, stage_sizes=(_n, _n, _n),
-              bottleneck=False, widths=(16, 32, 64), stem_width=16, cifar_stem=True,
-              shortcut="zero_pad")
+    _register(
+        f"resnet{6 * _n + 2}",
+        input_size=32,
+        num_classes=10,
+        stage_sizes=(_n, _n, _n),
+        bottleneck=False,
+        widths=(16, 32, 64),
+        stem_width=16,
+        cifar_stem=True,
+        shortcut="zero_pad",
+    )
 
 # Wide ResNet 28-10 for CIFAR (Zagoruyko & Komodakis 2016): pre-activation, widths 16k/32k/64k.
-_register("wrn28_10", input_size=32, num_classes=10, stage_sizes=(4, 4, 4), bottleneck=False,
-          preact=True, widths=(160, 320, 640), stem_width=16, cifar_stem=True)
+_register(
+    "wrn28_10",
+    input_size=32,
+    num_classes=10,
+    stage_sizes=(4, 4, 4),
+    bottleneck=False,
+    preact=True,
+    widths=(160, 320, 640),
+    stem_width=16,
+    cifar_stem=True,
+)

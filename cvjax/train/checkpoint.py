@@ -31,13 +31,20 @@ class Checkpoints:
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(directory)
         self._check_metadata()
-        policy = managers.AnyPreservationPolicy([
-            managers.LatestN(n=keep),
-            managers.BestN(get_metric_fn=_best_metric, n=1, keep_checkpoints_without_metrics=False),
-        ])
+        policy = managers.AnyPreservationPolicy(
+            [
+                managers.LatestN(n=keep),
+                managers.BestN(
+                    get_metric_fn=_best_metric, n=1, keep_checkpoints_without_metrics=False
+                ),
+            ]
+        )
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, create=True, enable_async_checkpointing=async_save,
-            best_fn=_best_metric, best_mode="max",
+            preservation_policy=policy,
+            create=True,
+            enable_async_checkpointing=async_save,
+            best_fn=_best_metric,
+            best_mode="max",
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -64,13 +71,16 @@ class Checkpoints:
         if step == "best":
             best = self.manager.best_step()
             if best is None:
-                raise UserError(f"no checkpoint in {self.directory} has {BEST_METRIC}; "
-                                "use --checkpoint=latest or a step number")
+                raise UserError(
+                    f"no checkpoint in {self.directory} has {BEST_METRIC}; "
+                    "use --checkpoint=latest or a step number"
+                )
             return self._read(target, best)
         if step != "latest":
             if int(step) not in steps:
-                raise UserError(f"no checkpoint for step {step} in {self.directory}; "
-                                f"saved steps: {steps}")
+                raise UserError(
+                    f"no checkpoint for step {step} in {self.directory}; saved steps: {steps}"
+                )
             return self._read(target, int(step))
         for candidate in reversed(steps):
             try:
@@ -114,8 +124,13 @@ class Checkpoints:
         while os.path.exists(dest):
             suffix += 1
             dest = os.path.join(self.directory, f"corrupt-{step}.{suffix}")
-        logging.warning("checkpoint step %d is unreadable (%s: %s); moved to %s, using the one "
-                        "before", step, type(error).__name__, str(error)[:200], dest)
+        logging.warning(
+            "checkpoint step %d is unreadable (%s: %s); moved to %s, using the one before",
+            step,
+            type(error).__name__,
+            str(error)[:200],
+            dest,
+        )
         if jax.process_index() == 0:
             os.rename(source, dest)
         if reload:
@@ -124,8 +139,11 @@ class Checkpoints:
 
 def _to_tree(state: TrainState) -> dict[str, Any]:
     tree = {
-        "step": state.step, "params": state.params, "batch_stats": state.batch_stats,
-        "opt_state": state.opt_state, "rng": state.rng,
+        "step": state.step,
+        "params": state.params,
+        "batch_stats": state.batch_stats,
+        "opt_state": state.opt_state,
+        "rng": state.rng,
     }
     if state.ema_params is not None:
         tree["ema_params"] = state.ema_params

@@ -1,4 +1,4 @@
-"""The training loop: config -> data -> device-resident batches -> jitted steps -> metrics/checkpoints.
+"""The training loop: config -> data -> device-resident batches -> jitted steps -> outputs.
 
 `train_and_evaluate` resumes from the newest readable checkpoint in `workdir/checkpoints`. Because
 the example order of an epoch is a function of (seed, epoch) and a step's randomness a function of
@@ -54,20 +54,28 @@ class Experiment:
         self.num_train, self.num_test = len(train), len(test)
         self.steps_per_epoch = self.num_train // config.batch_size
         if self.steps_per_epoch == 0:
-            raise UserError(f"batch_size={config.batch_size} exceeds the {self.num_train} training "
-                            "examples; lower --config.batch_size")
+            raise UserError(
+                f"batch_size={config.batch_size} exceeds the {self.num_train} training "
+                "examples; lower --config.batch_size"
+            )
         self.total_steps = int(config.num_epochs * self.steps_per_epoch)
         mean, std = data.channel_stats(train)
         dtype = jnp.bfloat16 if config.half_precision else jnp.float32
         self.step_config = steps_lib.StepConfig(
-            batch_size=config.batch_size, steps_per_epoch=self.steps_per_epoch,
-            mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
-            crop_padding=config.augment.crop_padding, flip=config.augment.flip,
-            label_smoothing=config.label_smoothing, ema_decay=config.get("ema_decay", 0.0),
+            batch_size=config.batch_size,
+            steps_per_epoch=self.steps_per_epoch,
+            mean=tuple(float(m) for m in mean),
+            std=tuple(float(s) for s in std),
+            crop_padding=config.augment.crop_padding,
+            flip=config.augment.flip,
+            label_smoothing=config.label_smoothing,
+            ema_decay=config.get("ema_decay", 0.0),
             dtype=dtype,
         )
         self.model = models.create(
-            config.model, num_classes=train.num_classes, dtype=dtype,
+            config.model,
+            num_classes=train.num_classes,
+            dtype=dtype,
             **config.get("model_kwargs", {}),
         )
         self.tx, self.schedule = optim.create_optimizer(config, self.steps_per_epoch)
@@ -80,17 +88,24 @@ class Experiment:
         )
         self.eval_arrays = (put(eval_images), put(eval_labels), put(eval_mask))
         self.permutation = steps_lib.make_permutation_fn(self.mesh, self.num_train)
-        self.train_step = steps_lib.make_train_step(self.model, self.tx, self.step_config,
-                                                    self.mesh)
+        self.train_step = steps_lib.make_train_step(
+            self.model, self.tx, self.step_config, self.mesh
+        )
         self.eval_step = steps_lib.make_eval_step(self.model, self.step_config, self.mesh)
-        self.checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
-                                       keep=config.get("keep_checkpoints", 3))
+        self.checkpoints = Checkpoints(
+            os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 3)
+        )
 
     def initial_state(self) -> TrainState:
         rng = jax.random.PRNGKey(self.config.seed)
         init = jax.jit(
-            lambda key: create_train_state(self.model, self.tx, key, self.input_shape,
-                                           ema=bool(self.config.get("ema_decay", 0.0))),
+            lambda key: create_train_state(
+                self.model,
+                self.tx,
+                key,
+                self.input_shape,
+                ema=bool(self.config.get("ema_decay", 0.0)),
+            ),
             out_shardings=steps_lib.replicated(self.mesh),
         )
         return init(rng)
@@ -115,7 +130,7 @@ class Experiment:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains `config` in `workdir` (resuming if it holds checkpoints); returns final eval metrics."""
+    """Trains `config` in `workdir`, resuming from its checkpoints; returns final eval metrics."""
     os.makedirs(workdir, exist_ok=True)
     exp = Experiment(config, workdir)
     if jax.process_index() == 0:
@@ -132,16 +147,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state = restored
         logging.info("resumed from step %d", int(state.step))
     step = int(jax.device_get(state.step))
-    logging.info("%s on %s: %d train / %d test examples, %d steps/epoch, %d steps, %d devices",
-                 config.model, config.dataset, exp.num_train, exp.num_test, spe, exp.total_steps,
-                 exp.mesh.size)
+    logging.info(
+        "%s on %s: %d train / %d test examples, %d steps/epoch, %d steps, %d devices",
+        config.model,
+        config.dataset,
+        exp.num_train,
+        exp.num_test,
+        spe,
+        exp.total_steps,
+        exp.mesh.size,
+    )
 
     writer = MetricWriter(workdir)
     eval_metrics: dict[str, float] = {}
     sums, perm, perm_epoch = None, None, -1
     window_start, window_steps = time.perf_counter(), 0
-    bar = tqdm(total=exp.total_steps, initial=step, desc="train", disable=not _tty(),
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=exp.total_steps, initial=step, desc="train", disable=not _tty(), dynamic_ncols=True
+    )
     data_rng = exp.data_rng()
     first_step = step + 1
     while step < exp.total_steps:
@@ -165,8 +188,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             scalars["train/learning_rate"] = float(exp.schedule(step - 1))
             scalars["train/epoch"] = step / spe
             writer.write(step, scalars)
-            bar.set_postfix(loss=f"{scalars['train/loss']:.3f}",
-                            acc=f"{scalars['train/accuracy']:.3f}")
+            bar.set_postfix(
+                loss=f"{scalars['train/loss']:.3f}", acc=f"{scalars['train/accuracy']:.3f}"
+            )
             if not _tty():
                 log(step, scalars)
             sums, window_start, window_steps = None, time.perf_counter(), 0
@@ -176,8 +200,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             log(step, eval_metrics)
             window_start = time.perf_counter()  # Eval time is not training throughput.
         if (ckpt_every and step % ckpt_every == 0) or last:
-            exp.checkpoints.save(state, eval_metrics if step % max(eval_every, 1) == 0 or last
-                                 else None)
+            exp.checkpoints.save(
+                state, eval_metrics if step % max(eval_every, 1) == 0 or last else None
+            )
     bar.close()
     if not eval_metrics:  # Nothing left to train: the run had already finished.
         eval_metrics = exp.evaluate_all(state)
@@ -187,14 +212,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return eval_metrics
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                        checkpoint: str = "latest") -> dict[str, float]:
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict, workdir: str, checkpoint: str = "latest"
+) -> dict[str, float]:
     """Eval-only mode: evaluates the latest, best, or a numbered checkpoint of `workdir`."""
     exp = Experiment(config, workdir)
     state = exp.checkpoints.restore(exp.initial_state(), checkpoint)
     if state is None:
-        raise UserError(f"no checkpoint in {exp.checkpoints.directory}; train first or point "
-                        "--workdir at a training run")
+        raise UserError(
+            f"no checkpoint in {exp.checkpoints.directory}; train first or point "
+            "--workdir at a training run"
+        )
     step = int(jax.device_get(state.step))
     result = exp.evaluate_all(state)
     log(step, result)

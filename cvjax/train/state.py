@@ -39,7 +39,8 @@ def create_train_state(
     """Initializes the model on a dummy batch of `input_shape` (N, H, W, C)."""
     init_rng, state_rng = jax.random.split(rng)
     variables = model.init(
-        {"params": init_rng, "dropout": init_rng}, jnp.zeros(input_shape, model_dtype(model)),
+        {"params": init_rng, "dropout": init_rng},
+        jnp.zeros(input_shape, model_dtype(model)),
         train=False,
     )
     params = variables["params"]

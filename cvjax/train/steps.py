@@ -80,15 +80,22 @@ def make_permutation_fn(mesh: Mesh, num_examples: int) -> Callable:
 
 
 def loss_and_grads(
-    model: flax.linen.Module, state: TrainState, images: jax.Array, labels: jax.Array,
-    rng: jax.Array, label_smoothing: float,
+    model: flax.linen.Module,
+    state: TrainState,
+    images: jax.Array,
+    labels: jax.Array,
+    rng: jax.Array,
+    label_smoothing: float,
 ):
     """Mean loss, its gradient w.r.t. the params, and the per-example outputs."""
 
     def loss_fn(params):
         logits, new_vars = model.apply(
-            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-            mutable=["batch_stats"], rngs={"dropout": rng},
+            {"params": params, "batch_stats": state.batch_stats},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": rng},
         )
         per_example = losses.softmax_cross_entropy(logits, labels, label_smoothing)
         return per_example.mean(), (logits, per_example, new_vars.get("batch_stats", {}))
@@ -124,7 +131,10 @@ def make_train_step(
         if ema_params is not None:
             ema_params = optax.incremental_update(params, ema_params, 1.0 - cfg.ema_decay)
         new_state = state.replace(
-            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+            step=state.step + 1,
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=opt_state,
             ema_params=ema_params,
         )
         return new_state, metrics.classification_sums(logits, y, per_example)
@@ -141,8 +151,9 @@ def make_eval_step(model: flax.linen.Module, cfg: StepConfig, mesh: Mesh) -> Cal
 
     def eval_step(variables, images, labels, mask, batch_index):
         start = batch_index * cfg.batch_size
-        take = functools.partial(jax.lax.dynamic_slice_in_dim, start_index=start,
-                                 slice_size=cfg.batch_size)
+        take = functools.partial(
+            jax.lax.dynamic_slice_in_dim, start_index=start, slice_size=cfg.batch_size
+        )
         x = jax.lax.with_sharding_constraint(take(images), sharding)
         y, m = take(labels), take(mask)
         x = augment.normalize(x, cfg.mean, cfg.std, cfg.dtype)
@@ -154,7 +165,7 @@ def make_eval_step(model: flax.linen.Module, cfg: StepConfig, mesh: Mesh) -> Cal
 
 
 def pad_for_eval(images: np.ndarray, labels: np.ndarray, batch_size: int):
-    """Pads the eval set to a multiple of `batch_size`; returns images, labels, mask, num_batches."""
+    """Pads the eval set to whole batches; returns images, labels, mask, num_batches."""
     n = len(labels)
     num_batches = -(-n // batch_size)
     pad = num_batches * batch_size - n
