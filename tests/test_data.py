@@ -5,6 +5,7 @@ import io
 import os
 import pickle
 import tarfile
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -325,6 +326,10 @@ def test_tfds_local_builder(tmp_path):
     assert len(train) == 6 and train.num_classes == 3
     message = user_error(data.load, "tfds:cvjax_tiny_shapes", "train", str(tmp_path))
     assert "differ in size" in message
+    # A split too large to hold in memory is refused before any image is read.
+    with mock.patch.object(sources, "MAX_IN_MEMORY_GB", 1e-6):
+        message = user_error(data.load, "tfds:cvjax_tiny_shapes", "train", str(tmp_path), 8)
+    assert "over the 1e-06 GB limit of in-memory datasets" in message
 
 
 def test_tfds_errors_without_network(tmp_path, monkeypatch):

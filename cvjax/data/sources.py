@@ -25,6 +25,9 @@ SPLITS = ("train", "test")
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _PIL_FORMATS = ("PNG", "JPEG")  # Skips probing every other PIL plugin per file.
 _THREADS = min(32, 2 * (os.cpu_count() or 1))
+# Datasets are held in host and device memory; past this size a split is refused with a clear
+# message instead of exhausting memory part-way through reading it.
+MAX_IN_MEMORY_GB = float(os.environ.get("CVJAX_MAX_IN_MEMORY_GB", "16"))
 _CIFAR10_NAMES = (
     "airplane",
     "automobile",
@@ -514,6 +517,18 @@ def _load_tfds(name: str, split: str, data_dir: str | None, image_size: int | No
             f"cannot read TFDS {name!r} in {builder.data_dir} without TensorFlow "
             f"({type(e).__name__}); re-prepare it with file_format=array_record"
         ) from None
+
+    shape = tuple(builder.info.features[image_key].shape)
+    if image_size is None and None in shape:
+        raise UserError(f"TFDS {name!r} images differ in size; set --config.image_size")
+    height, width = (image_size, image_size) if image_size else shape[:2]
+    gigabytes = len(source) * height * width * (shape[-1] or 3) / 1e9
+    if gigabytes > MAX_IN_MEMORY_GB:
+        raise UserError(
+            f"TFDS {name!r} {tfds_split} would take {gigabytes:.0f} GB in memory, over the "
+            f"{MAX_IN_MEMORY_GB} GB limit of in-memory datasets; lower --config.image_size or "
+            "set CVJAX_MAX_IN_MEMORY_GB (streaming input is not implemented yet)"
+        )
 
     def read(indices: range) -> tuple[list[np.ndarray], list[int]]:
         rows = source.__getitems__(list(indices))

@@ -198,7 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             eval_metrics = exp.evaluate_all(state)
             writer.write(step, eval_metrics)
             log(step, eval_metrics)
-            window_start = time.perf_counter()  # Eval time is not training throughput.
+            # Eval time is not training throughput: restart the window.
+            window_start, window_steps = time.perf_counter(), 0
         if (ckpt_every and step % ckpt_every == 0) or last:
             exp.checkpoints.save(
                 state, eval_metrics if step % max(eval_every, 1) == 0 or last else None
