@@ -16,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model_kwargs = ml_collections.ConfigDict()  # Extra create() kwargs, e.g. drop_path_rate.
     c.dataset = "cifar10"
     c.data_dir = ""  # Empty: TFDS's default; a folder with original files is read offline.
+    c.stream = False  # True: read folder:<path> batches from disk (for data larger than memory).
     c.image_size = 0  # 0: the dataset's own size; else resize (needed for folders of mixed sizes).
     c.num_epochs = 1.0
     c.batch_size = 128

@@ -257,3 +257,28 @@ def test_batch_size_not_divisible_by_devices_is_a_clear_error(tmp_path):
         "error: batch_size=60 is not divisible by the 8 devices; set --config.batch_size to a "
         "multiple of 8"
     )
+
+
+def test_streamed_folder_run_matches_the_in_memory_run(tmp_path):
+    """Streaming reads the same examples in the same order: the results agree with memory."""
+    from PIL import Image
+
+    from cvjax import data
+
+    root = tmp_path / "digits"
+    for split in ("train", "test"):
+        ds = data.load("digits", split)
+        for i, (image, label) in enumerate(zip(ds.images, ds.labels, strict=True)):
+            folder = root / split / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[..., 0]).save(folder / f"{i:04d}.png")
+    overrides = {"dataset": f"folder:{root}", "num_epochs": 1, "eval_every": "0"}
+    in_memory = loop.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "memory"))
+    streamed = loop.train_and_evaluate(
+        tiny_config(stream=True, **overrides), str(tmp_path / "stream")
+    )
+    assert streamed.keys() == in_memory.keys()
+    for key, value in in_memory.items():
+        np.testing.assert_allclose(streamed[key], value, rtol=1e-5, err_msg=key)
+    with pytest.raises(UserError, match="streaming reads folder:<path> datasets"):
+        loop.train_and_evaluate(tiny_config(stream=True), str(tmp_path / "digits_stream"))

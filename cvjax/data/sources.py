@@ -384,9 +384,8 @@ def _decode_cifar(
 # --- image folders -----------------------------------------------------------------------------
 
 
-def _load_folder(
-    path: str, split: str, image_size: int | None, max_unreadable: float
-) -> ArrayDataset:
+def list_folder(path: str, split: str) -> tuple[list[str], list[int], list[str], str]:
+    """Files, labels, class names and split folder of a `<path>/{train,test}/<class>/` tree."""
     path = os.path.expanduser(path)
     if not os.path.isdir(path):
         raise UserError(f"image folder {path!r} does not exist; fix the folder:<path> dataset")
@@ -421,17 +420,29 @@ def _load_folder(
                 labels.append(classes.index(entry))
     if not files:
         raise UserError(f"no .png/.jpg/.jpeg images in {split_dir}/<class>/; check the folder")
+    return files, labels, classes, split_dir
+
+
+def decode_image(file: str, image_size: int | None) -> np.ndarray | None:
+    """A file as uint8 HxW (grayscale) or HxWx3, resized to `image_size`; None if unreadable."""
+    try:
+        with Image.open(file, formats=_PIL_FORMATS) as im:
+            mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+            im = im if im.mode == mode else im.convert(mode)
+            if image_size is not None and im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            return np.asarray(im)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _load_folder(
+    path: str, split: str, image_size: int | None, max_unreadable: float
+) -> ArrayDataset:
+    files, labels, classes, split_dir = list_folder(path, split)
 
     def decode(file: str) -> np.ndarray | None:
-        try:
-            with Image.open(file, formats=_PIL_FORMATS) as im:
-                mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
-                im = im if im.mode == mode else im.convert(mode)
-                if image_size is not None and im.size != (image_size, image_size):
-                    im = im.resize((image_size, image_size), Image.BILINEAR)
-                return np.asarray(im)
-        except (OSError, ValueError, Image.DecompressionBombError):
-            return None
+        return decode_image(file, image_size)
 
     # PIL holds the GIL for most of a tiny image's decode, so threads only pay off for large ones.
     first = next((im for im in map(decode, files[:8]) if im is not None), None)
@@ -527,7 +538,7 @@ def _load_tfds(name: str, split: str, data_dir: str | None, image_size: int | No
         raise UserError(
             f"TFDS {name!r} {tfds_split} would take {gigabytes:.0f} GB in memory, over the "
             f"{MAX_IN_MEMORY_GB} GB limit of in-memory datasets; lower --config.image_size or "
-            "set CVJAX_MAX_IN_MEMORY_GB (streaming input is not implemented yet)"
+            "set CVJAX_MAX_IN_MEMORY_GB (--config.stream streams folder:<path> datasets only)"
         )
 
     def read(indices: range) -> tuple[list[np.ndarray], list[int]]:

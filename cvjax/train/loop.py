@@ -5,6 +5,7 @@ the example order of an epoch is a function of (seed, epoch) and a step's random
 (seed, step), a resumed run computes exactly what the uninterrupted run would have.
 """
 
+import functools
 import json
 import os
 import re
@@ -14,10 +15,12 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 from tqdm import tqdm
 
 from cvjax import data, metrics, models, optim
+from cvjax.data import stream
 from cvjax.errors import UserError
 from cvjax.train import steps as steps_lib
 from cvjax.train.checkpoint import Checkpoints
@@ -48,9 +51,18 @@ class Experiment:
         self.mesh = steps_lib.create_mesh()
         steps_lib.check_batch_size(config.batch_size, self.mesh)
         image_size = config.get("image_size", 0) or None
-        data_dir = config.data_dir or None
-        train = data.load(config.dataset, "train", data_dir=data_dir, image_size=image_size)
-        test = data.load(config.dataset, "test", data_dir=data_dir, image_size=image_size)
+        self.streaming = bool(config.get("stream", False))
+        if self.streaming:
+            train = stream.open_source(config.dataset, "train", image_size)
+            test = stream.open_source(config.dataset, "test", image_size)
+            mean, std = stream.sample_stats(train)
+            image_shape = train.image_shape
+        else:
+            data_dir = config.data_dir or None
+            train = data.load(config.dataset, "train", data_dir=data_dir, image_size=image_size)
+            test = data.load(config.dataset, "test", data_dir=data_dir, image_size=image_size)
+            mean, std = data.channel_stats(train)
+            image_shape = train.images.shape[1:]
         self.num_train, self.num_test = len(train), len(test)
         self.steps_per_epoch = self.num_train // config.batch_size
         if self.steps_per_epoch == 0:
@@ -59,7 +71,6 @@ class Experiment:
                 "examples; lower --config.batch_size"
             )
         self.total_steps = int(config.num_epochs * self.steps_per_epoch)
-        mean, std = data.channel_stats(train)
         dtype = jnp.bfloat16 if config.half_precision else jnp.float32
         self.step_config = steps_lib.StepConfig(
             batch_size=config.batch_size,
@@ -79,19 +90,23 @@ class Experiment:
             **config.get("model_kwargs", {}),
         )
         self.tx, self.schedule = optim.create_optimizer(config, self.steps_per_epoch)
-        self.input_shape = (1, *train.images.shape[1:])
-
-        put = lambda a: steps_lib.put_replicated(a, self.mesh)  # noqa: E731
-        self.train_images, self.train_labels = put(train.images), put(train.labels)
-        eval_images, eval_labels, eval_mask, self.eval_batches = steps_lib.pad_for_eval(
-            test.images, test.labels, config.batch_size
-        )
-        self.eval_arrays = (put(eval_images), put(eval_labels), put(eval_mask))
+        self.input_shape = (1, *image_shape)
         self.permutation = steps_lib.make_permutation_fn(self.mesh, self.num_train)
-        self.train_step = steps_lib.make_train_step(
-            self.model, self.tx, self.step_config, self.mesh
-        )
-        self.eval_step = steps_lib.make_eval_step(self.model, self.step_config, self.mesh)
+        cfg = self.step_config
+        if self.streaming:
+            self.train_source, self.test_source = train, test
+            self.train_step = steps_lib.make_batch_train_step(self.model, self.tx, cfg)
+            self.eval_step = steps_lib.make_batch_eval_step(self.model, cfg)
+            self.eval_batches = -(-self.num_test // config.batch_size)
+        else:
+            put = lambda a: steps_lib.put_replicated(a, self.mesh)  # noqa: E731
+            self.train_images, self.train_labels = put(train.images), put(train.labels)
+            eval_images, eval_labels, eval_mask, self.eval_batches = steps_lib.pad_for_eval(
+                test.images, test.labels, config.batch_size
+            )
+            self.eval_arrays = (put(eval_images), put(eval_labels), put(eval_mask))
+            self.train_step = steps_lib.make_train_step(self.model, self.tx, cfg, self.mesh)
+            self.eval_step = steps_lib.make_eval_step(self.model, cfg, self.mesh)
         self.checkpoints = Checkpoints(
             os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 3)
         )
@@ -117,10 +132,41 @@ class Experiment:
     def evaluate(self, state: TrainState, use_ema: bool = False, desc: str = "eval") -> dict:
         variables = state.variables(use_ema)
         sums = None
-        for b in tqdm(range(self.eval_batches), desc=desc, leave=False, disable=not _tty()):
-            sums = metrics.add(sums, self.eval_step(variables, *self.eval_arrays, b))
+        progress = functools.partial(tqdm, desc=desc, leave=False, disable=not _tty())
+        if self.streaming:
+            batch_size, n = self.config.batch_size, self.num_test
+            order = np.arange(self.eval_batches * batch_size)
+            mask = (order < n).astype(np.float32)
+            order = np.where(order < n, order, 0)  # Padding rows repeat example 0, masked out.
+            batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+            masks = [mask[i : i + batch_size] for i in range(0, len(order), batch_size)]
+            sharding = steps_lib.batch_sharded(self.mesh)
+            stream_ = stream.device_batches(self.test_source, batches, sharding)
+            for (x, y), m in progress(zip(stream_, masks, strict=True), total=len(batches)):
+                m = jax.make_array_from_process_local_data(
+                    sharding, np.array_split(m, jax.process_count())[jax.process_index()]
+                )
+                sums = metrics.add(sums, self.eval_step(variables, x, y, m))
+        else:
+            for b in progress(range(self.eval_batches)):
+                sums = metrics.add(sums, self.eval_step(variables, *self.eval_arrays, b))
         prefix = "eval_ema" if use_ema else "eval"
         return metrics.means(sums, prefix)
+
+    def epoch_batches(self, perm: jax.Array, first: int):
+        """For streaming: the device batches of this epoch from step `first` (within it) on."""
+        if not self.streaming:
+            return None
+        order = np.asarray(jax.device_get(perm))
+        size = self.config.batch_size
+        batches = (order[i * size : (i + 1) * size] for i in range(first, self.steps_per_epoch))
+        return stream.device_batches(self.train_source, batches, steps_lib.batch_sharded(self.mesh))
+
+    def train_on(self, state: TrainState, perm: jax.Array, batches) -> tuple:
+        """One train step on the next batch: gathered on device, or the next streamed one."""
+        if self.streaming:
+            return self.train_step(state, *next(batches))
+        return self.train_step(state, self.train_images, self.train_labels, perm)
 
     def evaluate_all(self, state: TrainState) -> dict:
         result = self.evaluate(state)
@@ -171,7 +217,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         epoch = step // spe
         if epoch != perm_epoch:
             perm, perm_epoch = exp.permutation(data_rng, epoch), epoch
-        state, batch_sums = exp.train_step(state, exp.train_images, exp.train_labels, perm)
+            batches = exp.epoch_batches(perm, step % spe)
+        state, batch_sums = exp.train_on(state, perm, batches)
         sums = metrics.add(sums, batch_sums)
         step += 1
         window_steps += 1

@@ -104,6 +104,37 @@ def loss_and_grads(
     return loss, grads, aux
 
 
+def train_on_batch(
+    model: flax.linen.Module,
+    tx: optax.GradientTransformation,
+    cfg: StepConfig,
+    state: TrainState,
+    x: jax.Array,
+    y: jax.Array,
+):
+    """One update on a uint8 batch: augment, normalize, forward, backward, optimizer, EMA."""
+    rng = jax.random.fold_in(state.rng, state.step)
+    aug_rng, dropout_rng = jax.random.split(rng)
+    x = augment.random_crop_flip(aug_rng, x, cfg.crop_padding, cfg.flip)
+    x = augment.normalize(x, cfg.mean, cfg.std, cfg.dtype)
+    _, grads, (logits, per_example, batch_stats) = loss_and_grads(
+        model, state, x, y, dropout_rng, cfg.label_smoothing
+    )
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema_params = state.ema_params
+    if ema_params is not None:
+        ema_params = optax.incremental_update(params, ema_params, 1.0 - cfg.ema_decay)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+        ema_params=ema_params,
+    )
+    return new_state, metrics.classification_sums(logits, y, per_example)
+
+
 def make_train_step(
     model: flax.linen.Module, tx: optax.GradientTransformation, cfg: StepConfig, mesh: Mesh
 ) -> Callable:
@@ -117,29 +148,24 @@ def make_train_step(
         start = (state.step % cfg.steps_per_epoch) * cfg.batch_size
         index = jax.lax.dynamic_slice(perm, (start,), (cfg.batch_size,))
         index = jax.lax.with_sharding_constraint(index, sharding)
-        x, y = images[index], labels[index]
-        rng = jax.random.fold_in(state.rng, state.step)
-        aug_rng, dropout_rng = jax.random.split(rng)
-        x = augment.random_crop_flip(aug_rng, x, cfg.crop_padding, cfg.flip)
-        x = augment.normalize(x, cfg.mean, cfg.std, cfg.dtype)
-        _, grads, (logits, per_example, batch_stats) = loss_and_grads(
-            model, state, x, y, dropout_rng, cfg.label_smoothing
-        )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema_params = state.ema_params
-        if ema_params is not None:
-            ema_params = optax.incremental_update(params, ema_params, 1.0 - cfg.ema_decay)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=params,
-            batch_stats=batch_stats,
-            opt_state=opt_state,
-            ema_params=ema_params,
-        )
-        return new_state, metrics.classification_sums(logits, y, per_example)
+        return train_on_batch(model, tx, cfg, state, images[index], labels[index])
 
     return jax.jit(train_step, donate_argnums=(0,))
+
+
+def make_batch_train_step(
+    model: flax.linen.Module, tx: optax.GradientTransformation, cfg: StepConfig
+) -> Callable:
+    """`step(state, images, labels) -> (state, metric_sums)` on one streamed, sharded batch."""
+    return jax.jit(functools.partial(train_on_batch, model, tx, cfg), donate_argnums=(0,))
+
+
+def eval_on_batch(model: flax.linen.Module, cfg: StepConfig, variables, x, y, mask):
+    """Metric sums of one uint8 batch; `mask` is 0 on padding rows."""
+    x = augment.normalize(x, cfg.mean, cfg.std, cfg.dtype)
+    logits = model.apply(variables, x, train=False)
+    per_example = losses.softmax_cross_entropy(logits, y)
+    return metrics.classification_sums(logits, y, per_example, mask)
 
 
 def make_eval_step(model: flax.linen.Module, cfg: StepConfig, mesh: Mesh) -> Callable:
@@ -155,13 +181,14 @@ def make_eval_step(model: flax.linen.Module, cfg: StepConfig, mesh: Mesh) -> Cal
             jax.lax.dynamic_slice_in_dim, start_index=start, slice_size=cfg.batch_size
         )
         x = jax.lax.with_sharding_constraint(take(images), sharding)
-        y, m = take(labels), take(mask)
-        x = augment.normalize(x, cfg.mean, cfg.std, cfg.dtype)
-        logits = model.apply(variables, x, train=False)
-        per_example = losses.softmax_cross_entropy(logits, y)
-        return metrics.classification_sums(logits, y, per_example, m)
+        return eval_on_batch(model, cfg, variables, x, take(labels), take(mask))
 
     return jax.jit(eval_step)
+
+
+def make_batch_eval_step(model: flax.linen.Module, cfg: StepConfig) -> Callable:
+    """`step(variables, images, labels, mask) -> metric_sums` on one streamed batch."""
+    return jax.jit(functools.partial(eval_on_batch, model, cfg))
 
 
 def pad_for_eval(images: np.ndarray, labels: np.ndarray, batch_size: int):
