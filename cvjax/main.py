@@ -31,6 +31,13 @@ _CHECKPOINT = flags.DEFINE_string(
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() first (one process per host)."
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "With --multihost, where no cluster (SLURM, TPU, ...) is detected: host:port of process 0.",
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --coordinator_address.")
 _COMPILE_CACHE = flags.DEFINE_string(
     "compilation_cache",
     os.path.join(os.path.expanduser("~"), ".cache", "cvjax", "xla"),
@@ -56,7 +63,13 @@ def main(argv):
 
     logging.get_absl_handler().addFilter(_ConciseLog())
     if _MULTIHOST.value:
-        jax.distributed.initialize()
+        # CPU processes exchange gradients through gloo; GPUs and TPUs use their own collectives.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
     if _COMPILE_CACHE.value:
         jax.config.update("jax_compilation_cache_dir", _COMPILE_CACHE.value)
     if _WORKDIR.value is None:

@@ -81,6 +81,14 @@ def test_rerun_of_a_finished_run_trains_nothing_more(trained):
     assert len(read_metrics(workdir)) == before
 
 
+def test_a_different_model_in_the_same_workdir_is_refused(trained):
+    workdir, _ = trained
+    before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+    with pytest.raises(UserError, match="holds a run with model='resnet8', not 'resnet20'"):
+        loop.train_and_evaluate(tiny_config(model="resnet20"), workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
 def test_overfits_one_batch():
     config = tiny_config(
         **{
@@ -282,3 +290,61 @@ def test_streamed_folder_run_matches_the_in_memory_run(tmp_path):
         np.testing.assert_allclose(streamed[key], value, rtol=1e-5, err_msg=key)
     with pytest.raises(UserError, match="streaming reads folder:<path> datasets"):
         loop.train_and_evaluate(tiny_config(stream=True), str(tmp_path / "digits_stream"))
+
+
+def test_two_processes_match_one_process_with_two_devices(tmp_path):
+    """Multi-host data parallelism: 2 processes x 1 CPU device == 1 process x 2 devices."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = [
+        sys.executable, "-m", "cvjax.main", "--config=configs/quickstart.py",
+        "--config.model=resnet8", "--config.num_epochs=1", "--config.batch_size=32",
+        "--config.eval_every=1ep", f"--compilation_cache={tmp_path / 'cache'}",
+    ]  # fmt: skip
+
+    def env(devices):
+        return dict(
+            os.environ, JAX_PLATFORMS="cpu",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        )  # fmt: skip
+
+    multi = [
+        subprocess.Popen(
+            [
+                *base,
+                f"--workdir={tmp_path / 'multi'}",
+                "--multihost",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            cwd=REPO,
+            env=env(1),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in multi]
+    for p, (_, err) in zip(multi, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    single = subprocess.run(
+        [*base, f"--workdir={tmp_path / 'single'}"], cwd=REPO, env=env(2), capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    result = lambda out: dict(  # noqa: E731
+        (k, float(v)) for k, v in (part.split() for part in out.strip().splitlines()[-1].split("|"))
+    )
+    expected = result(single.stdout)
+    for out, _ in outputs:
+        got = result(out)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, err_msg=key)
+    assert os.path.exists(tmp_path / "multi" / "metrics.jsonl")
+    assert any(p.isdigit() for p in os.listdir(tmp_path / "multi" / "checkpoints"))

@@ -175,9 +175,33 @@ class Experiment:
         return result
 
 
+# Keys that decide the shapes of what a checkpoint holds; a workdir's run keeps them fixed.
+_STATE_KEYS = ("model", "model_kwargs", "dataset", "image_size", "optimizer.name", "ema_decay")
+
+
+def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses a config whose checkpoints could not be those already in `workdir`."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    current = json.loads(config.to_json_best_effort())
+    for key in _STATE_KEYS:
+        old, new = saved, current
+        for part in key.split("."):
+            old, new = (old or {}).get(part), (new or {}).get(part)
+        if old != new and (bool(old) or bool(new)):
+            raise UserError(
+                f"{workdir} holds a run with {key}={old!r}, not {new!r}; use a new --workdir "
+                f"(or the same {key}) so its checkpoints stay intact"
+            )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains `config` in `workdir`, resuming from its checkpoints; returns final eval metrics."""
     os.makedirs(workdir, exist_ok=True)
+    check_workdir_config(config, workdir)
     exp = Experiment(config, workdir)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -206,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     writer = MetricWriter(workdir)
     eval_metrics: dict[str, float] = {}
-    sums, perm, perm_epoch = None, None, -1
+    sums, perm, perm_epoch, batches = None, None, -1, None
     window_start, window_steps = time.perf_counter(), 0
     bar = tqdm(
         total=exp.total_steps, initial=step, desc="train", disable=not _tty(), dynamic_ncols=True
@@ -264,6 +288,7 @@ def evaluate_checkpoint(
     config: ml_collections.ConfigDict, workdir: str, checkpoint: str = "latest"
 ) -> dict[str, float]:
     """Eval-only mode: evaluates the latest, best, or a numbered checkpoint of `workdir`."""
+    check_workdir_config(config, workdir)
     exp = Experiment(config, workdir)
     state = exp.checkpoints.restore(exp.initial_state(), checkpoint)
     if state is None:
