@@ -32,6 +32,7 @@ def get_config(arg: str | None = None):
     config.dataset = arg.dataset
     if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
         config.dataset = "tfds:imagenet2012"
+        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
         config.image_size = 224
         config.batch_size = 256
         config.num_epochs = 90

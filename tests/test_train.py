@@ -288,7 +288,7 @@ def test_streamed_folder_run_matches_the_in_memory_run(tmp_path):
     assert streamed.keys() == in_memory.keys()
     for key, value in in_memory.items():
         np.testing.assert_allclose(streamed[key], value, rtol=1e-5, err_msg=key)
-    with pytest.raises(UserError, match="streaming reads folder:<path> datasets"):
+    with pytest.raises(UserError, match="streaming reads folder:<path> and tfds:<name> datasets"):
         loop.train_and_evaluate(tiny_config(stream=True), str(tmp_path / "digits_stream"))
 
 

@@ -480,8 +480,21 @@ def _load_folder(
 # --- TFDS --------------------------------------------------------------------------------------
 
 
-def _load_tfds(name: str, split: str, data_dir: str | None, image_size: int | None) -> ArrayDataset:
-    """Prepares TFDS `name` in array_record format if needed and reads the split into memory."""
+@dataclasses.dataclass(frozen=True)
+class TfdsSplit:
+    """A prepared TFDS split opened for random access (no TensorFlow needed)."""
+
+    name: str
+    split: str
+    source: Sequence
+    image_key: str
+    label_key: str
+    image_shape: tuple
+    class_names: tuple[str, ...]
+
+
+def open_tfds(name: str, split: str, data_dir: str | None) -> TfdsSplit:
+    """Prepares TFDS `name` in array_record format if needed and opens `split` for reading."""
     import tensorflow_datasets as tfds
 
     try:
@@ -520,7 +533,6 @@ def _load_tfds(name: str, split: str, data_dir: str | None, image_size: int | No
             "choose another dataset"
         )
     image_key, label_key = builder.info.supervised_keys or ("image", "label")
-    labels_feature = builder.info.features[label_key]
     try:
         source = builder.as_data_source(split=tfds_split)
     except Exception as e:  # Data prepared as tfrecord needs TensorFlow to read.
@@ -528,37 +540,49 @@ def _load_tfds(name: str, split: str, data_dir: str | None, image_size: int | No
             f"cannot read TFDS {name!r} in {builder.data_dir} without TensorFlow "
             f"({type(e).__name__}); re-prepare it with file_format=array_record"
         ) from None
-
-    shape = tuple(builder.info.features[image_key].shape)
-    if image_size is None and None in shape:
-        raise UserError(f"TFDS {name!r} images differ in size; set --config.image_size")
-    height, width = (image_size, image_size) if image_size else shape[:2]
-    gigabytes = len(source) * height * width * (shape[-1] or 3) / 1e9
-    if gigabytes > MAX_IN_MEMORY_GB:
-        raise UserError(
-            f"TFDS {name!r} {tfds_split} would take {gigabytes:.0f} GB in memory, over the "
-            f"{MAX_IN_MEMORY_GB} GB limit of in-memory datasets; lower --config.image_size or "
-            "set CVJAX_MAX_IN_MEMORY_GB (--config.stream streams folder:<path> datasets only)"
-        )
-
-    def read(indices: range) -> tuple[list[np.ndarray], list[int]]:
-        rows = source.__getitems__(list(indices))
-        images = [np.asarray(r[image_key], np.uint8) for r in rows]
-        if image_size is not None:
-            images = [_resize(im, image_size) for im in images]
-        return images, [int(r[label_key]) for r in rows]
-
-    chunks = [range(i, min(i + 512, len(source))) for i in range(0, len(source), 512)]
-    images, labels = [], []
-    with concurrent.futures.ThreadPoolExecutor(_THREADS) as pool:
-        for chunk_images, chunk_labels in pool.map(read, chunks):
-            images += chunk_images
-            labels += chunk_labels
-    if not images:
-        raise UserError(f"TFDS {name!r} split {tfds_split!r} is empty; choose another split")
-    if len({im.shape for im in images}) > 1:
-        raise UserError(f"TFDS {name!r} images differ in size; set --config.image_size")
+    labels_feature = builder.info.features[label_key]
     names = getattr(labels_feature, "names", None) or [
         str(i) for i in range(labels_feature.num_classes)
     ]
-    return _dataset(np.stack(images), np.array(labels), names, f"TFDS {name!r}")
+    return TfdsSplit(
+        name, tfds_split, source, image_key, label_key,
+        tuple(builder.info.features[image_key].shape), tuple(names),
+    )  # fmt: skip
+
+
+def read_tfds(opened: TfdsSplit, indices, image_size: int | None):
+    """Rows `indices` of an opened TFDS split: lists of uint8 images and of int labels."""
+    rows = opened.source.__getitems__([int(i) for i in indices])
+    images = [np.asarray(r[opened.image_key], np.uint8) for r in rows]
+    if image_size is not None:
+        images = [_resize(im, image_size) for im in images]
+    return images, [int(r[opened.label_key]) for r in rows]
+
+
+def _load_tfds(name: str, split: str, data_dir: str | None, image_size: int | None) -> ArrayDataset:
+    """Reads a TFDS split into memory."""
+    opened = open_tfds(name, split, data_dir)
+    count, shape = len(opened.source), opened.image_shape
+    if image_size is None and None in shape:
+        raise UserError(f"TFDS {name!r} images differ in size; set --config.image_size")
+    height, width = (image_size, image_size) if image_size else shape[:2]
+    gigabytes = count * height * width * (shape[-1] or 3) / 1e9
+    if gigabytes > MAX_IN_MEMORY_GB:
+        raise UserError(
+            f"TFDS {name!r} {opened.split} would take {gigabytes:.0f} GB in memory, over the "
+            f"{MAX_IN_MEMORY_GB} GB limit of in-memory datasets; set --config.stream=True, lower "
+            "--config.image_size or set CVJAX_MAX_IN_MEMORY_GB"
+        )
+    chunks = [range(i, min(i + 512, count)) for i in range(0, count, 512)]
+    images, labels = [], []
+    with concurrent.futures.ThreadPoolExecutor(_THREADS) as pool:
+        for chunk_images, chunk_labels in pool.map(
+            lambda c: read_tfds(opened, c, image_size), chunks
+        ):
+            images += chunk_images
+            labels += chunk_labels
+    if not images:
+        raise UserError(f"TFDS {name!r} split {opened.split!r} is empty; choose another split")
+    if len({im.shape for im in images}) > 1:
+        raise UserError(f"TFDS {name!r} images differ in size; set --config.image_size")
+    return _dataset(np.stack(images), np.array(labels), opened.class_names, f"TFDS {name!r}")

@@ -53,8 +53,9 @@ class Experiment:
         image_size = config.get("image_size", 0) or None
         self.streaming = bool(config.get("stream", False))
         if self.streaming:
-            train = stream.open_source(config.dataset, "train", image_size)
-            test = stream.open_source(config.dataset, "test", image_size)
+            data_dir = config.data_dir or None
+            train = stream.open_source(config.dataset, "train", data_dir, image_size)
+            test = stream.open_source(config.dataset, "test", data_dir, image_size)
             mean, std = stream.sample_stats(train)
             image_shape = train.image_shape
         else:
