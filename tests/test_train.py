@@ -89,6 +89,17 @@ def test_a_different_model_in_the_same_workdir_is_refused(trained):
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
 
 
+def test_half_precision_trains_with_float32_params_and_statistics(tmp_path):
+    result = loop.train_and_evaluate(tiny_config(half_precision=True), str(tmp_path))
+    assert result["eval/accuracy"] > 0.5
+    from cvjax.train.checkpoint import Checkpoints
+
+    exp = loop.Experiment(tiny_config(half_precision=True), str(tmp_path))
+    state = Checkpoints(str(tmp_path / "checkpoints")).restore(exp.initial_state())
+    dtypes = {x.dtype for x in jax.tree.leaves((state.params, state.batch_stats))}
+    assert dtypes == {np.dtype(np.float32)}
+
+
 def test_overfits_one_batch():
     config = tiny_config(
         **{
@@ -141,9 +152,9 @@ def test_kill_and_resume_gives_bitwise_identical_results(tmp_path):
     overrides = [
         "--config.model=resnet8",
         "--config.dataset=digits",
-        "--config.num_epochs=12",
+        "--config.num_epochs=20",
         "--config.batch_size=32",
-        "--config.eval_every=4ep",
+        "--config.eval_every=5ep",
         "--config.checkpoint_every=1ep",
         "--config.augment.flip=False",
         "--config.log_every_steps=20",
