@@ -7,6 +7,7 @@ any TFDS dataset); `folder:<path>` reads a `<path>/{train,test}/<class>/*.png|jp
 
 import concurrent.futures
 import dataclasses
+import functools
 import gzip
 import os
 import pickle
@@ -441,9 +442,7 @@ def _load_folder(
 ) -> ArrayDataset:
     files, labels, classes, split_dir = list_folder(path, split)
 
-    def decode(file: str) -> np.ndarray | None:
-        return decode_image(file, image_size)
-
+    decode = functools.partial(decode_image, image_size=image_size)
     # PIL holds the GIL for most of a tiny image's decode, so threads only pay off for large ones.
     first = next((im for im in map(decode, files[:8]) if im is not None), None)
     threads = _THREADS if first is not None and first.size >= 128 * 128 else 1
