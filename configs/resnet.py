@@ -22,7 +22,7 @@ Measured here (2-core AMD EPYC CPU, 2026-11-22; see BENCHMARKS.md):
     recipe was not run on this CPU (about 12 hours at 0.65 s a step).
 """
 
-from cvjax.configs import base_config, parse_arg
+from cvjax.configs import base_config, parse_arg, shorten
 
 
 def get_config(arg: str | None = None):
@@ -54,13 +54,4 @@ def get_config(arg: str | None = None):
         config.weight_decay = 1e-4
         config.eval_every = "5ep"
         config.checkpoint_every = "5ep"
-    if arg.epochs:
-        scale = arg.epochs / config.num_epochs
-        config.num_epochs = arg.epochs
-        config.schedule.boundaries_epochs = tuple(
-            b * scale for b in config.schedule.boundaries_epochs
-        )
-        config.schedule.warmup_epochs = config.schedule.warmup_epochs * scale
-        config.eval_every = "1ep"
-        config.checkpoint_every = "1ep"
-    return config
+    return shorten(config, arg.epochs)

@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.schedule.pct_start = 0.3  # onecycle.
     c.weight_decay = 1e-4
     c.label_smoothing = 0.0
+    c.aux_loss_weight = 0.0  # > 0: add this times the auxiliary heads' loss (GoogLeNet, Inc-v3).
     c.ema_decay = 0.0  # > 0: keep an EMA of the params and evaluate it beside the raw ones.
     c.half_precision = False  # bfloat16 compute, float32 params and BatchNorm statistics.
 
@@ -55,6 +56,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = "1ep"
     c.keep_checkpoints = 3  # The last K are kept, and the best by eval/accuracy.
     return c
+
+
+def shorten(config: ml_collections.ConfigDict, epochs: float) -> ml_collections.ConfigDict:
+    """Runs `config` for `epochs` instead, with its schedule (boundaries, warmup) scaled to fit."""
+    if epochs <= 0:
+        return config
+    scale = epochs / config.num_epochs
+    config.num_epochs = epochs
+    config.schedule.boundaries_epochs = tuple(b * scale for b in config.schedule.boundaries_epochs)
+    config.schedule.warmup_epochs = config.schedule.warmup_epochs * scale
+    config.eval_every = "1ep"
+    config.checkpoint_every = "1ep"
+    return config
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

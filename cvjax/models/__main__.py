@@ -20,7 +20,7 @@ def abstract_variables(name: str, **kwargs):
     """Shapes of `name`'s variables at its default resolution, without allocating them."""
     info = models.model_info(name)
     model = models.create(name, **kwargs)
-    shape = (1, info["input_size"], info["input_size"], info["in_channels"])
+    shape = (1, info["input_size"], info["input_size"], model.in_channels)
     variables = jax.eval_shape(
         lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False)
     )

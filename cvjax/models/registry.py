@@ -54,9 +54,14 @@ def model_info(name: str) -> dict:
 
 
 def create(name: str, **kwargs) -> nn.Module:
-    """Builds a registered model; kwargs (num_classes, dtype, drop_rate, ...) override defaults."""
+    """Builds a registered model; kwargs override its defaults.
+
+    Every model takes `num_classes`, `drop_rate` (dropout before the classifier), `in_channels`,
+    `global_pool` (False: a spatial map of logits) and `dtype` (the compute dtype).
+    """
     entry = _entry(name)
     kwargs.setdefault("num_classes", entry.num_classes)
+    kwargs.setdefault("in_channels", entry.in_channels)
     module_cls = _module_class(entry.factory)
     valid = {f.name for f in dataclasses.fields(module_cls)} - {"parent", "name"}
     unknown = sorted(set(kwargs) - valid)

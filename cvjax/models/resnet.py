@@ -22,6 +22,7 @@ from cvjax.models.layers import (
     SqueezeExcite,
     batch_norm,
     conv,
+    model_input,
 )
 from cvjax.models.registry import register
 
@@ -111,11 +112,12 @@ class ResNet(nn.Module):
     drop_path_rate: float = 0.0
     zero_init_residual: bool = False
     global_pool: bool = True
+    in_channels: int = 3
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = x.astype(self.dtype)
+        x = model_input(x, self.in_channels, self.dtype)
         if self.cifar_stem:
             if self.preact:
                 x = conv(self.stem_width, 3, dtype=self.dtype)(x)
@@ -146,11 +148,12 @@ class ResNet(nn.Module):
                     self.dtype,
                 )(x, train)
                 index += 1
-        if self.preact:
-            x = nn.relu(batch_norm(train, self.dtype)(x))
-        logits = Classifier(self.num_classes, self.drop_rate, self.global_pool, self.dtype)(
-            x, train
-        )
+            if self.preact and stage == len(self.stage_sizes) - 1:
+                x = nn.relu(batch_norm(train, self.dtype)(x))
+            self.sow("intermediates", f"stage{stage + 1}", x)
+        logits = Classifier(
+            self.num_classes, self.drop_rate, self.global_pool, self.dtype, name="head"
+        )(x, train)
         return logits.astype(jnp.float32)
 
 

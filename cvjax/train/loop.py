@@ -81,15 +81,17 @@ class Experiment:
             crop_padding=config.augment.crop_padding,
             flip=config.augment.flip,
             label_smoothing=config.label_smoothing,
+            aux_loss_weight=config.get("aux_loss_weight", 0.0),
             ema_decay=config.get("ema_decay", 0.0),
             dtype=dtype,
         )
-        self.model = models.create(
-            config.model,
-            num_classes=train.num_classes,
-            dtype=dtype,
+        model_kwargs = {
+            "num_classes": train.num_classes,
+            "in_channels": image_shape[-1],
+            "dtype": dtype,
             **config.get("model_kwargs", {}),
-        )
+        }
+        self.model = models.create(config.model, **model_kwargs)
         self.tx, self.schedule = optim.create_optimizer(config, self.steps_per_epoch)
         self.input_shape = (1, *image_shape)
         self.permutation = steps_lib.make_permutation_fn(self.mesh, self.num_train)

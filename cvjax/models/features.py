@@ -1,0 +1,60 @@
+"""What a model gives besides logits: the pooled embedding, per-stage maps, a new classifier.
+
+These work on every registered model through the contract in `cvjax/models/layers.py`: stages sow
+their output maps into "intermediates", and the final linear layer is the submodule "head".
+"""
+
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_STAGE = re.compile(r"^stage(\d+)$")
+
+
+def _intermediates(model: nn.Module, variables, x: jax.Array, train: bool) -> dict:
+    mutable = ["intermediates", "batch_stats"] if train else ["intermediates"]
+    _, state = model.apply(variables, x, train=train, mutable=mutable)
+    return state["intermediates"]
+
+
+def forward_features(model: nn.Module, variables, x: jax.Array, train: bool = False) -> jax.Array:
+    """The pooled embedding, (N, C): what the final linear layer sees (timm's pre-logits).
+
+    With `global_pool=False` it is the (N, H, W, C) map instead.
+    """
+    return _intermediates(model, variables, x, train)["head"]["pre_logits"][0]
+
+
+def feature_maps(
+    model: nn.Module, variables, x: jax.Array, train: bool = False
+) -> dict[str, jax.Array]:
+    """Each stage's output map, in order: {"stage1": (N, H1, W1, C1), "stage2": ...}.
+
+    A stage ends where the resolution drops (or at a family's natural block boundary); the last
+    one is the map that the classifier pools.
+    """
+    found = _intermediates(model, variables, x, train)
+    stages = sorted((int(m.group(1)), key) for key in found if (m := _STAGE.match(key)) is not None)
+    return {key: found[key][0] for _, key in stages}
+
+
+def reset_classifier(
+    model: nn.Module, variables, num_classes: int, rng: jax.Array, input_shape=None
+) -> tuple[nn.Module, dict]:
+    """The same backbone with a freshly initialized classifier for `num_classes` classes.
+
+    Every parameter outside "head" (and auxiliary heads, "aux*") keeps its value; those are
+    initialized anew. `input_shape` (N, H, W, C) defaults to 1 x 224 x 224 x in_channels and only
+    has to be valid for the model.
+    """
+    new_model = model.clone(num_classes=num_classes)
+    if input_shape is None:
+        input_shape = (1, 224, 224, model.in_channels)
+    fresh = jax.jit(lambda key: new_model.init(key, jnp.zeros(input_shape), train=False))(rng)
+    params = dict(variables["params"])
+    for name, value in fresh["params"].items():
+        if name == "head" or name.startswith("aux") or name not in params:
+            params[name] = value
+    return new_model, {**variables, "params": params}
