@@ -29,6 +29,9 @@ _HALF = flags.DEFINE_bool("half_precision", False, "bfloat16 compute.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (the median is reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object.")
+_MODEL_KWARGS = flags.DEFINE_string(
+    "model_kwargs", "{}", "create() kwargs as JSON, e.g. '{\"cifar_stem\": true}'."
+)
 
 
 def run(
@@ -40,17 +43,18 @@ def run(
     half_precision: bool = False,
     steps: int = 10,
     warmup: int = 2,
+    model_kwargs: dict | None = None,
 ) -> dict:
     """Benchmarks one configuration; returns step_ms, images_per_sec, compile_s."""
     info = models.model_info(model_name)
     size = image_size or info["input_size"]
     classes = num_classes or info["num_classes"]
     dtype = jnp.bfloat16 if half_precision else jnp.float32
-    model = models.create(model_name, num_classes=classes, dtype=dtype)
+    model = models.create(model_name, num_classes=classes, dtype=dtype, **(model_kwargs or {}))
     mesh = steps_lib.create_mesh()
     config = base_config()
     tx, _ = optim.create_optimizer(config, steps_per_epoch=1)
-    shape = (batch_size, size, size, info["in_channels"])
+    shape = (batch_size, size, size, model.in_channels)
     rng = np.random.default_rng(0)
     images = steps_lib.put_replicated(rng.integers(0, 256, shape, dtype=np.uint8), mesh)
     labels = steps_lib.put_replicated(rng.integers(0, classes, batch_size).astype(np.int32), mesh)
@@ -107,6 +111,18 @@ def run(
     return result
 
 
+def _parse_kwargs(text: str) -> dict:
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise app.UsageError(
+            f"--model_kwargs is not JSON ({error}); e.g. '{{\"cifar_stem\": true}}'"
+        ) from None
+    if not isinstance(kwargs, dict):
+        raise app.UsageError("--model_kwargs must be a JSON object, e.g. '{\"cifar_stem\": true}'")
+    return kwargs
+
+
 def main(argv):
     del argv
     result = run(
@@ -118,6 +134,7 @@ def main(argv):
         _HALF.value,
         _STEPS.value,
         _WARMUP.value,
+        _parse_kwargs(_MODEL_KWARGS.value),
     )
     if _JSON.value:
         print(json.dumps(result))

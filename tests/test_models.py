@@ -1,6 +1,9 @@
 """The registry and the ResNet family: exact parameter counts, shapes, training behaviour."""
 
+import glob
+import importlib
 import json
+import os
 
 import chex
 import jax
@@ -39,8 +42,34 @@ REFERENCE_PARAMS = {
 }
 
 
+def all_reference_counts() -> dict[str, int]:
+    """REFERENCE_PARAMS of this file and of every family's tests/test_models_<family>.py."""
+    counts = dict(REFERENCE_PARAMS)
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(__file__), "test_models_*.py"))):
+        module = importlib.import_module(f"tests.{os.path.basename(path)[:-3]}")
+        counts.update(module.REFERENCE_PARAMS)
+    return counts
+
+
 def test_every_registered_model_has_a_reference_count():
-    assert set(models.list_models()) - {"resnet8"} == set(REFERENCE_PARAMS)
+    missing = set(models.list_models()) - {"resnet8"} - set(all_reference_counts())
+    assert not missing, f"registered without a reference parameter count: {sorted(missing)}"
+
+
+def test_readme_model_table_matches_the_reference_counts():
+    """The README table is `python -m cvjax.models` output: its counts are the checked ones."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
+        rows = [line.split("|") for line in f if line.startswith("| ") and "|---" not in line]
+    listed = {
+        cells[1].strip(): int(cells[3].strip().replace(",", ""))
+        for cells in rows
+        if len(cells) == 6 and cells[1].strip() in models.list_models()
+    }
+    assert set(listed) == set(models.list_models())
+    counts = all_reference_counts()
+    assert {n: c for n, c in listed.items() if n in counts} == {
+        n: counts[n] for n in listed if n in counts
+    }
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
@@ -148,3 +177,60 @@ def test_model_table_json(capsys):
     assert rows[0]["params"] == 269_722 and rows[0]["input_size"] == 32
     # ResNet-20 at 32x32 is about 40M multiply-adds, almost all in its 19 3x3 convolutions.
     assert 0.03 < rows[0]["gmacs"] < 0.045
+
+
+def test_feature_maps_give_each_stage_in_order():
+    model = models.create("resnet50")
+    x = jnp.zeros((2, 224, 224, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+    maps = jax.eval_shape(lambda v: models.feature_maps(model, v, x), variables)
+    assert list(maps) == ["stage1", "stage2", "stage3", "stage4"]
+    assert [m.shape for m in maps.values()] == [
+        (2, 56, 56, 256),
+        (2, 28, 28, 512),
+        (2, 14, 14, 1024),
+        (2, 7, 7, 2048),
+    ]
+    embedding = jax.eval_shape(lambda v: models.forward_features(model, v, x), variables)
+    assert embedding.shape == (2, 2048)
+
+
+def test_forward_features_is_the_pooled_last_stage_and_feeds_the_head():
+    model = models.create("resnet8", num_classes=4)
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16, 3))
+    variables = model.init(jax.random.PRNGKey(1), x)
+    maps = models.feature_maps(model, variables, x)
+    embedding = models.forward_features(model, variables, x)
+    np.testing.assert_allclose(embedding, maps["stage3"].mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    head = variables["params"]["head"]["fc"]
+    logits = embedding @ head["kernel"] + head["bias"]
+    np.testing.assert_allclose(logits, model.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+def test_reset_classifier_keeps_the_backbone_and_replaces_the_head():
+    model = models.create("resnet8")
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+    variables = model.init(jax.random.PRNGKey(1), x)
+    new_model, new_variables = models.reset_classifier(
+        model, variables, 3, jax.random.PRNGKey(2), input_shape=(1, 32, 32, 3)
+    )
+    assert new_model.num_classes == 3
+    assert new_variables["params"]["head"]["fc"]["kernel"].shape == (64, 3)
+    for name, value in variables["params"].items():
+        if name != "head":
+            chex.assert_trees_all_equal(new_variables["params"][name], value)
+    chex.assert_trees_all_equal(new_variables["batch_stats"], variables["batch_stats"])
+    np.testing.assert_allclose(
+        models.forward_features(new_model, new_variables, x),
+        models.forward_features(model, variables, x),
+    )
+    assert new_model.apply(new_variables, x).shape == (2, 3)
+
+
+def test_in_channels_is_checked_against_the_input():
+    model = models.create("resnet8", in_channels=1)
+    x = jnp.zeros((2, 32, 32, 1))
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+    assert variables["params"]["ConvBN_0"]["Conv_0"]["kernel"].shape == (3, 3, 1, 16)
+    with pytest.raises(UserError, match="create it with in_channels=3"):
+        jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 32, 32, 3))), variables)

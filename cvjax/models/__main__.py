@@ -16,25 +16,25 @@ from cvjax import models
 from cvjax.errors import UserError
 
 
-def abstract_variables(name: str, **kwargs):
-    """Shapes of `name`'s variables at its default resolution, without allocating them."""
-    info = models.model_info(name)
+def abstract_variables(name: str, image_size: int = 0, **kwargs):
+    """Shapes of `name`'s variables at `image_size` (0: its default), without allocating them."""
+    size = image_size or models.model_info(name)["input_size"]
     model = models.create(name, **kwargs)
-    shape = (1, info["input_size"], info["input_size"], model.in_channels)
+    shape = (1, size, size, model.in_channels)
     variables = jax.eval_shape(
         lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False)
     )
     return model, variables, shape
 
 
-def count_params(name: str, **kwargs) -> int:
-    _, variables, _ = abstract_variables(name, **kwargs)
+def count_params(name: str, image_size: int = 0, **kwargs) -> int:
+    _, variables, _ = abstract_variables(name, image_size, **kwargs)
     return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
 
 
-def gmacs(name: str, **kwargs) -> float:
-    """Multiply-accumulates of one forward pass at the default resolution, in billions."""
-    model, variables, shape = abstract_variables(name, **kwargs)
+def gmacs(name: str, image_size: int = 0, **kwargs) -> float:
+    """Multiply-accumulates of one forward pass at `image_size` (0: the default), in billions."""
+    model, variables, shape = abstract_variables(name, image_size, **kwargs)
     lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(
         variables, jax.ShapeDtypeStruct(shape, jnp.float32)
     )
