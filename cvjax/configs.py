@@ -34,12 +34,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.grad_clip_norm = 0.0  # 0: no clipping.
     c.learning_rate = 0.1
     c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "cosine"  # constant piecewise exponential cosine warmup_cosine onecycle
+    c.schedule.name = (
+        "cosine"  # constant piecewise exponential linear cosine warmup_cosine onecycle
+    )
     c.schedule.warmup_epochs = 0.0
     c.schedule.boundaries_epochs = (0.5, 0.75)  # piecewise: epochs where lr *= decay_factor.
     c.schedule.decay_factor = 0.1
     c.schedule.decay_rate = 0.97  # exponential: factor per epoch.
-    c.schedule.end_lr_factor = 0.0  # cosine: final lr as a fraction of the peak.
+    c.schedule.end_lr_factor = 0.0  # cosine, linear: final lr as a fraction of the peak.
     c.schedule.pct_start = 0.3  # onecycle.
     c.weight_decay = 1e-4
     c.label_smoothing = 0.0

@@ -1,8 +1,8 @@
 """Optax optimizer and learning-rate schedule from a config.
 
 Optimizers: sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, lars, lamb.
-Schedules: constant, piecewise (step), exponential, cosine, warmup_cosine, onecycle; any schedule
-may start with a linear warmup (`schedule.warmup_epochs`).
+Schedules: constant, piecewise (step), exponential, linear, cosine, warmup_cosine, onecycle; any
+schedule may start with a linear warmup (`schedule.warmup_epochs`).
 
 Weight decay is L2 (added to the gradient, as PyTorch's `weight_decay` does for SGD) for sgd,
 momentum, nesterov, adagrad, rmsprop and adam, and decoupled (Loshchilov & Hutter 2019) for adamw,
@@ -18,7 +18,15 @@ import optax
 from cvjax.errors import UserError, unknown_name
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "lars", "lamb")
-SCHEDULES = ("constant", "piecewise", "exponential", "cosine", "warmup_cosine", "onecycle")
+SCHEDULES = (
+    "constant",
+    "piecewise",
+    "exponential",
+    "linear",
+    "cosine",
+    "warmup_cosine",
+    "onecycle",
+)
 _ALWAYS_DECOUPLED = ("adamw", "lars", "lamb")
 
 
@@ -43,6 +51,8 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
         main = optax.piecewise_constant_schedule(lr, boundaries)
     elif s.name == "exponential":
         main = optax.exponential_decay(lr, steps_per_epoch, s.decay_rate)
+    elif s.name == "linear":  # ShuffleNet's release: linearly to end_lr_factor * lr.
+        main = optax.linear_schedule(lr, lr * s.get("end_lr_factor", 0.0), rest)
     elif s.name in ("cosine", "warmup_cosine"):
         main = optax.cosine_decay_schedule(lr, rest, alpha=s.get("end_lr_factor", 0.0))
     elif s.name == "onecycle":

@@ -1,8 +1,9 @@
 """The experiment scripts, run at tiny size on real (bundled) data."""
 
 import json
+import os
 
-from experiments import compare_families
+from experiments import compare_families, efficient_inference
 
 
 def test_compare_families_trains_within_the_budget_and_writes_the_table(tmp_path):
@@ -27,3 +28,31 @@ def test_compare_families_trains_within_the_budget_and_writes_the_table(tmp_path
     before = (out / "families.json").read_text()
     compare_families.main(["--data=digits", "--only=resnet", f"--out={out}"])
     assert (out / "families.json").read_text() == before
+
+
+def test_eval_subset_links_n_test_images_per_class_and_the_whole_train_split(tmp_path):
+    for split, count in (("train", 5), ("test", 4)):
+        for name in ("cat", "dog"):
+            os.makedirs(tmp_path / "data" / split / name)
+            for i in range(count):
+                (tmp_path / "data" / split / name / f"{i}.png").write_bytes(b"")
+    dataset = compare_families.eval_subset(f"folder:{tmp_path / 'data'}", 2)
+    root = dataset[len("folder:") :]
+    assert root == str(tmp_path / "data") + "-eval2"
+    assert sorted(os.listdir(os.path.join(root, "test", "cat"))) == ["0.png", "1.png"]
+    assert len(os.listdir(os.path.join(root, "train", "dog"))) == 5
+    assert compare_families.eval_subset(f"folder:{tmp_path / 'data'}", 2) == dataset
+    assert compare_families.eval_subset("digits", 2) == "digits"
+
+
+def test_efficient_inference_measures_and_tabulates(tmp_path):
+    efficient_inference.main(
+        ["--pattern=shufflenet_v2_x0_5", "--batch_size=1", "--steps=1", f"--out={tmp_path}"]
+    )
+    row = json.loads((tmp_path / "efficient_inference.json").read_text())["shufflenet_v2_x0_5"]
+    assert row["params"] == 1_366_792 and row["input_size"] == 224
+    assert row["images_per_sec"] > 0 and 0.03 < row["gmacs"] < 0.06
+    assert (
+        "| shufflenet_v2_x0_5 | 224 | 1,366,792 |"
+        in (tmp_path / "efficient_inference.md").read_text()
+    )

@@ -116,3 +116,16 @@ def test_gradient_clipping():
     params = {"w": jnp.zeros(4)}
     updates, _ = tx.update({"w": jnp.full(4, 10.0)}, tx.init(params), params)
     np.testing.assert_allclose(optax.tree.norm(updates), 1.0, rtol=1e-6)
+
+
+def test_linear_schedule_decays_to_the_end_factor():
+    config = tiny_config(
+        **{
+            "num_epochs": 10,
+            "learning_rate": 0.5,
+            "schedule.name": "linear",
+            "schedule.end_lr_factor": 0.0,
+        }
+    )
+    linear = optim.create_schedule(config, 10)
+    np.testing.assert_allclose([linear(0), linear(50), linear(100)], [0.5, 0.25, 0.0], atol=1e-7)

@@ -1,6 +1,24 @@
 """The model zoo: `create(name, **kwargs)`, `list_models(pattern)`, `model_info(name)`."""
 
-from cvjax.models import resnet  # noqa: F401  (registers the family)
+# Importing a family's module registers its models.
+from cvjax.models import (  # noqa: F401
+    alexnet,
+    densenet,
+    efficientnet,
+    fractalnet,
+    googlenet,
+    inception_v3,
+    inception_v4,
+    lenet,
+    mnasnet,
+    mobilenet,
+    nasnet,
+    resnet,
+    senet,
+    shufflenet,
+    vgg,
+    xception,
+)
 from cvjax.models.features import feature_maps, forward_features, reset_classifier
 from cvjax.models.registry import create, list_models, model_info, register
 

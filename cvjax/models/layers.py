@@ -17,8 +17,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cvjax.errors import UserError
+from cvjax.models import fastconv
 
 Dtype = Any
 
@@ -32,14 +34,17 @@ def batch_norm(
     zero_init: bool = False,
     name: str | None = None,
     eps: float = 1e-5,
+    momentum: float = 0.9,
 ):
     """BatchNorm as in PyTorch (momentum 0.1 there is 0.9 here), statistics in float32.
 
     `eps` is 1e-5 in torchvision; ports of TensorFlow models (Inception-v3/v4, Xception) use 1e-3.
+    `momentum` is Flax's decay of the running statistics: MobileNet-v3 and TF ports use 0.99,
+    MnasNet 0.9997.
     """
     return nn.BatchNorm(
         use_running_average=not train,
-        momentum=0.9,
+        momentum=momentum,
         epsilon=eps,
         dtype=dtype,
         param_dtype=jnp.float32,
@@ -81,6 +86,8 @@ def conv(
         padding=padding,
         kernel_dilation=(dilation, dilation),
         feature_group_count=groups,
+        # Grouped and depthwise convolutions through a formulation XLA:CPU runs much faster.
+        conv_general_dilated=fastconv.conv_general_dilated if groups > 1 else None,
         use_bias=use_bias,
         kernel_init=he_normal,
         dtype=dtype,
@@ -90,7 +97,11 @@ def conv(
 
 
 class ConvBN(nn.Module):
-    """Convolution -> BatchNorm -> activation (None for no activation); see `conv` for padding."""
+    """Convolution -> BatchNorm -> activation (None for none); torchvision's Conv2dNormActivation.
+
+    `groups=features` (= the input channels) makes it depthwise; see `conv` for padding and
+    `batch_norm` for `eps` and `momentum`.
+    """
 
     features: int
     kernel: int | tuple[int, int] = 3
@@ -100,6 +111,7 @@ class ConvBN(nn.Module):
     zero_init_bn: bool = False
     padding: int | tuple[int, int] | str | None = None
     eps: float = 1e-5
+    momentum: float = 0.9
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -107,7 +119,9 @@ class ConvBN(nn.Module):
         x = conv(
             self.features, self.kernel, self.strides, self.groups, self.dtype, padding=self.padding
         )(x)
-        x = batch_norm(train, self.dtype, self.zero_init_bn, eps=self.eps)(x)
+        x = batch_norm(train, self.dtype, self.zero_init_bn, eps=self.eps, momentum=self.momentum)(
+            x
+        )
         return x if self.act is None else self.act(x)
 
 
@@ -123,6 +137,7 @@ class SeparableConv(nn.Module):
     strides: int = 1
     dilation: int = 1
     use_bias: bool = False
+    padding: int | str | None = None  # See `conv`; "SAME" for TF ports (NASNet).
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -136,6 +151,7 @@ class SeparableConv(nn.Module):
             dtype=self.dtype,
             use_bias=self.use_bias,
             dilation=self.dilation,
+            padding=self.padding,
             name="depthwise",
         )(x)
         return conv(self.features, 1, dtype=self.dtype, use_bias=self.use_bias, name="pointwise")(x)
@@ -176,6 +192,58 @@ class DropPath(nn.Module):
 
 def global_avg_pool(x: jax.Array) -> jax.Array:
     return jnp.mean(x, axis=(1, 2))
+
+
+def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
+    """torch.nn.AdaptiveAvgPool2d((size, size)) on NHWC: output cell i averages input rows
+    floor(i * H / size) to ceil((i + 1) * H / size) (bins may overlap; a smaller map is repeated).
+    """
+    h, w = x.shape[1:3]
+    if (h, w) == (size, size):
+        return x
+
+    def bins(length: int) -> np.ndarray:
+        weights = np.zeros((size, length), np.float32)
+        for i in range(size):
+            start, end = i * length // size, -(-(i + 1) * length // size)
+            weights[i, start:end] = 1.0 / (end - start)
+        return weights
+
+    return jnp.einsum(
+        "ih,nhwc,jw->nijc", bins(h).astype(x.dtype), x, bins(w).astype(x.dtype)
+    ).astype(x.dtype)
+
+
+def max_pool_ceil(x: jax.Array, window: int = 3, stride: int = 2, padding: int = 0) -> jax.Array:
+    """PyTorch's `MaxPool2d(window, stride, padding, ceil_mode=True)` (Caffe's pooling) on NHWC.
+
+    The output size rounds up, (n + 2p - k) / s, so extra -inf padding goes on the bottom/right;
+    as in PyTorch, a window that would start inside that right padding is dropped.
+    """
+    pads = []
+    for n in x.shape[1:3]:
+        out = -(-(n + 2 * padding - window) // stride) + 1
+        if (out - 1) * stride >= n + padding:
+            out -= 1
+        extra = max((out - 1) * stride + window - n - 2 * padding, 0)
+        pads.append((padding, padding + extra))
+    return nn.max_pool(x, (window, window), (stride, stride), padding=pads)
+
+
+def fc_conv(features: int, kernel: int, dtype: Dtype, name: str) -> nn.Conv:
+    """A fully connected layer as a VALID convolution (Simonyan & Zisserman 2015, Sec. 3.2).
+
+    Weights start N(0, 0.01) and biases at zero (Krizhevsky et al. 2012, Sec. 5; torchvision's VGG).
+    """
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        padding="VALID",
+        kernel_init=nn.initializers.normal(0.01),
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
 
 
 def model_input(x: jax.Array, in_channels: int, dtype: Dtype) -> jax.Array:
@@ -220,3 +288,103 @@ class Classifier(nn.Module):
         x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
         # Dense on the last axis is a 1x1 convolution on a spatial map: one parameter set.
         return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="fc")(x)
+
+
+# Blocks of the efficient families: MobileNet v1/v2/v3, MnasNet, EfficientNet.
+
+
+def make_divisible(
+    value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9
+) -> int:
+    """Rounds a channel count to the nearest multiple of `divisor`, never more than 10% down.
+
+    The rounding of the MobileNet reference code, which all of torchvision's `_make_divisible`,
+    MnasNet's `_round_to_multiple_of` and EfficientNet's `round_filters` repeat: 83 -> 80 (within
+    10%), 84 -> 88; never below `min_value` (default `divisor`).
+    """
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < round_limit * value else rounded
+
+
+class DepthwiseSeparable(nn.Module):
+    """Depthwise k x k conv-BN-act, then pointwise 1x1 conv-BN(-act) (Howard et al. 2017, Fig. 3).
+
+    Costs D_K^2 * M * D_F^2 + M * N * D_F^2 multiply-adds instead of the D_K^2 * M * N * D_F^2 of
+    a standard convolution (Sec. 3.1). MobileNet-v1 has an activation after the pointwise
+    convolution (`pw_act=True`); MnasNet's first block is linear there (`pw_act=False`).
+    """
+
+    features: int
+    kernel: int = 3
+    strides: int = 1
+    act: Callable = nn.relu
+    pw_act: bool = True
+    eps: float = 1e-5
+    momentum: float = 0.9
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        bn = dict(eps=self.eps, momentum=self.momentum, dtype=self.dtype)
+        channels = x.shape[-1]
+        x = ConvBN(channels, self.kernel, self.strides, channels, self.act, **bn, name="dw")(
+            x, train
+        )
+        pw_act = self.act if self.pw_act else None
+        return ConvBN(self.features, 1, act=pw_act, **bn, name="pw")(x, train)
+
+
+class InvertedResidual(nn.Module):
+    """The inverted residual with linear bottleneck, MBConv (Sandler et al. 2018, Fig. 3d).
+
+    1x1 expansion conv-BN-act (left out when `expanded` equals the input width), depthwise k x k
+    conv-BN-act, optional squeeze-excitation (Howard et al. 2019, Fig. 4; Tan & Le 2019), linear
+    1x1 projection conv-BN; the input is added back, through drop path, when the stride is 1 and
+    the width is unchanged. MobileNet-v2/v3, MnasNet and EfficientNet differ only in data: the
+    widths (each family rounds `expanded` and `se_channels` its own way and passes the result),
+    kernel, activation and the SE gate (sigmoid, or hard-sigmoid in MobileNet-v3).
+    """
+
+    features: int
+    expanded: int
+    kernel: int = 3
+    strides: int = 1
+    act: Callable = nn.relu6
+    se_channels: int = 0  # Width of the squeeze-excitation bottleneck; 0: no SE.
+    se_gate: Callable = nn.sigmoid
+    se_act: Callable = nn.relu
+    drop_path_rate: float = 0.0
+    eps: float = 1e-5
+    momentum: float = 0.9
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        bn = dict(eps=self.eps, momentum=self.momentum, dtype=self.dtype)
+        y = x
+        if self.expanded != x.shape[-1]:
+            y = ConvBN(self.expanded, 1, act=self.act, **bn, name="expand")(y, train)
+        y = ConvBN(
+            self.expanded, self.kernel, self.strides, self.expanded, self.act, **bn, name="dw"
+        )(y, train)
+        if self.se_channels:
+            y = SqueezeExcite(
+                self.se_channels, self.se_gate, self.se_act, dtype=self.dtype, name="se"
+            )(y)
+        y = ConvBN(self.features, 1, act=None, **bn, name="project")(y, train)
+        if self.strides == 1 and x.shape[-1] == self.features:
+            y = DropPath(self.drop_path_rate)(y, train) + x
+        return y
+
+
+def cifar_strides(strides: list[int], cifar_stem: bool) -> list[int]:
+    """The block strides for 32x32 inputs: with `cifar_stem` the first stride-2 block gets stride 1.
+
+    Together with a stride-1 stem this keeps a 4x4 map at the end of a network that reduces
+    224 px by 32 (7x7), as the CIFAR MobileNet-v2 of kuangliu/pytorch-cifar does.
+    """
+    strides = list(strides)
+    if cifar_stem and 2 in strides:
+        strides[strides.index(2)] = 1
+    return strides

@@ -4,7 +4,13 @@ Block kinds: basic and bottleneck (He et al. 2016, "Deep Residual Learning", wit
 on the 3x3 of torchvision), pre-activation (He et al. 2016, "Identity Mappings", timm's ResNetV2),
 grouped (ResNeXt, Xie et al. 2017), squeeze-excitation (SENet, Hu et al. 2018, as timm's
 seresnet*), and wide (Zagoruyko & Komodakis 2016). CIFAR ResNets follow He et al. 2016, Sec. 4.2:
-a 3x3 stem, 16/32/64 channels, and parameter-free (option A) shortcuts.
+a 3x3 stem, 16/32/64 channels, and parameter-free (option A) shortcuts. The CIFAR ResNeXt-29
+follows Xie et al. 2017, Sec. 5.3. The SENet variants of the Caffe release (SENet-154, the legacy
+SE-ResNet/SE-ResNeXt) are data too: fields `deep_stem`, `ceil_pool`, `stride_on_1x1`,
+`reduce_first` and `down_kernel`; cvjax/models/senet.py registers them.
+
+32x32 inputs: `cifar_stem=True` drops the stem's stride and max pool (a 3x3/1 convolution, or
+three of them with `deep_stem`), so an ImageNet model keeps 32/16/8/4 maps in its four stages.
 """
 
 import functools
@@ -22,13 +28,21 @@ from cvjax.models.layers import (
     SqueezeExcite,
     batch_norm,
     conv,
+    max_pool_ceil,
     model_input,
 )
 from cvjax.models.registry import register
 
 
 class ResidualBlock(nn.Module):
-    """One residual block; `bottleneck`, `preact`, `groups` and `se_ratio` select its kind."""
+    """One residual block; `bottleneck`, `preact`, `groups` and `se_ratio` select its kind.
+
+    The SENet release adds three choices (post-activation blocks only): `stride_on_1x1` puts a
+    bottleneck's stride on its first 1x1 convolution (Caffe ResNet, the legacy SE-ResNets)
+    instead of the 3x3 (v1.5); `reduce_first=2` halves the first 1x1's width (SENet-154:
+    planes*2, then planes*4 grouped); `down_kernel=3` makes a strided projection shortcut a 3x3
+    convolution (SENet-154).
+    """
 
     planes: int
     strides: int = 1
@@ -41,6 +55,9 @@ class ResidualBlock(nn.Module):
     drop_path_rate: float = 0.0
     dropout: float = 0.0  # Between the two convolutions of a wide basic block.
     zero_init_residual: bool = False
+    stride_on_1x1: bool = False
+    reduce_first: int = 1
+    down_kernel: int = 1
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -66,8 +83,9 @@ class ResidualBlock(nn.Module):
         else:
             zero = self.zero_init_residual
             if self.bottleneck:
-                y = ConvBN(width, 1, dtype=dt)(x, train)
-                y = ConvBN(width, 3, self.strides, self.groups, dtype=dt)(y, train)
+                s1, s3 = (self.strides, 1) if self.stride_on_1x1 else (1, self.strides)
+                y = ConvBN(width // self.reduce_first, 1, s1, dtype=dt)(x, train)
+                y = ConvBN(width, 3, s3, self.groups, dtype=dt)(y, train)
                 y = ConvBN(out_ch, 1, act=None, zero_init_bn=zero, dtype=dt)(y, train)
             else:
                 y = ConvBN(self.planes, 3, self.strides, dtype=dt)(x, train)
@@ -80,7 +98,9 @@ class ResidualBlock(nn.Module):
                     shortcut, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2))
                 )
             elif project:
-                shortcut = ConvBN(out_ch, 1, self.strides, act=None, dtype=dt)(x, train)
+                # The first stage's projection (stride 1) stays 1x1, as in the SENet release.
+                kernel = self.down_kernel if self.strides != 1 else 1
+                shortcut = ConvBN(out_ch, kernel, self.strides, act=None, dtype=dt)(x, train)
         if self.se_ratio:
             y = SqueezeExcite(int(out_ch * self.se_ratio), dtype=dt)(y)
         y = DropPath(self.drop_path_rate)(y, train)
@@ -94,6 +114,11 @@ class ResNet(nn.Module):
     `cifar_stem=True` replaces the 7x7/2 convolution and max pool by a 3x3/1 convolution so that
     an ImageNet ResNet runs on 32x32 inputs. `global_pool=False` returns a spatial map of logits
     (the classifier applied as a 1x1 convolution).
+
+    `deep_stem=True` is SENet-154's stem: three 3x3 convolutions of stem_width/2, stem_width/2
+    and stem_width channels, the first with stride 2 (stride 1 with `cifar_stem`), each with
+    BatchNorm and ReLU (also when `preact`). `ceil_pool` uses the Caffe-style ceil-mode max pool
+    of the SENet release (`max_pool_ceil`).
     """
 
     stage_sizes: Sequence[int]
@@ -106,6 +131,11 @@ class ResNet(nn.Module):
     shortcut: str = "conv"
     cifar_stem: bool = False
     stem_width: int = 64
+    deep_stem: bool = False
+    ceil_pool: bool = False
+    stride_on_1x1: bool = False
+    reduce_first: int = 1
+    down_kernel: int = 1
     block_dropout: float = 0.0
     num_classes: int = 1000
     drop_rate: float = 0.0
@@ -118,34 +148,40 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = model_input(x, self.in_channels, self.dtype)
-        if self.cifar_stem:
-            if self.preact:
-                x = conv(self.stem_width, 3, dtype=self.dtype)(x)
-            else:
-                x = ConvBN(self.stem_width, 3, dtype=self.dtype)(x, train)
+        kernel, stride = (3, 1) if self.cifar_stem else (7, 2)
+        if self.deep_stem:
+            half = self.stem_width // 2
+            for i, features in enumerate((half, half, self.stem_width)):
+                x = ConvBN(features, 3, stride if i == 0 else 1, dtype=self.dtype)(x, train)
+        elif self.preact:
+            x = conv(self.stem_width, kernel, stride, dtype=self.dtype)(x)
         else:
-            if self.preact:
-                x = conv(self.stem_width, 7, 2, dtype=self.dtype)(x)
+            x = ConvBN(self.stem_width, kernel, stride, dtype=self.dtype)(x, train)
+        if not self.cifar_stem:
+            if self.ceil_pool:
+                x = max_pool_ceil(x)
             else:
-                x = ConvBN(self.stem_width, 7, 2, dtype=self.dtype)(x, train)
-            x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+                x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         total = sum(self.stage_sizes)
         index = 0
         for stage, (size, planes) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for i in range(size):
                 x = ResidualBlock(
                     planes,
-                    2 if stage > 0 and i == 0 else 1,
-                    self.bottleneck,
-                    self.preact,
-                    self.groups,
-                    self.width_per_group,
-                    self.se_ratio,
-                    self.shortcut,
-                    self.drop_path_rate * index / max(total - 1, 1),
-                    self.block_dropout,
-                    self.zero_init_residual,
-                    self.dtype,
+                    strides=2 if stage > 0 and i == 0 else 1,
+                    bottleneck=self.bottleneck,
+                    preact=self.preact,
+                    groups=self.groups,
+                    width_per_group=self.width_per_group,
+                    se_ratio=self.se_ratio,
+                    shortcut=self.shortcut,
+                    drop_path_rate=self.drop_path_rate * index / max(total - 1, 1),
+                    dropout=self.block_dropout,
+                    zero_init_residual=self.zero_init_residual,
+                    stride_on_1x1=self.stride_on_1x1,
+                    reduce_first=self.reduce_first,
+                    down_kernel=self.down_kernel,
+                    dtype=self.dtype,
                 )(x, train)
                 index += 1
             if self.preact and stage == len(self.stage_sizes) - 1:
@@ -205,6 +241,22 @@ for _n in (1, 3, 5, 7, 9, 18):
         stem_width=16,
         cifar_stem=True,
         shortcut="zero_pad",
+    )
+
+# CIFAR ResNeXt-29 (Xie et al. 2017, Sec. 5.3, Table 7 and Fig. 7): a 3x3 stem of 64, three
+# stages of 3 bottlenecks with output widths 256/512/1024, cardinality C and 64 channels per group
+# at the first stage (doubled each stage), 1x1 projection shortcuts (the authors' option B).
+for _cardinality in (2, 4, 8, 16):
+    _register(
+        f"resnext29_{_cardinality}x64d",
+        input_size=32,
+        num_classes=10,
+        stage_sizes=(3, 3, 3),
+        widths=(64, 128, 256),
+        groups=_cardinality,
+        width_per_group=64,
+        stem_width=64,
+        cifar_stem=True,
     )
 
 # Wide ResNet 28-10 for CIFAR (Zagoruyko & Komodakis 2016): pre-activation, widths 16k/32k/64k.
