@@ -22,7 +22,7 @@ Published: 22.78% CIFAR-10 error (77.22% accuracy; pytorch-classification README
 Measured here: see experiments/results/families.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 
 
 def get_config(arg: str | None = None):
@@ -34,15 +34,11 @@ def get_config(arg: str | None = None):
     config.schedule.name = "piecewise"
     config.schedule.decay_factor = 0.1
     config.learning_rate = 0.01
-    if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 224
-        config.batch_size = 256
+    if is_imagenet(arg.dataset):
+        imagenet_data(config, 224, 256)
         config.num_epochs = 90
         config.schedule.boundaries_epochs = (30, 60)
         config.weight_decay = 1e-4
-        config.augment.crop_padding = 0
     else:
         config.model_kwargs.cifar_stem = True
         config.model_kwargs.fc_width = arg.fc_width

@@ -26,13 +26,13 @@ k=24) 3.62%. Variants (`:key=value,...`):
 Measured here: see experiments/results/families.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 from cvjax.models import model_info
 
 
 def get_config(arg: str | None = None):
     arg = parse_arg(arg, model="", dataset="cifar10", epochs=0.0, augment=True)
-    imagenet = arg.dataset in ("imagenet2012", "tfds:imagenet2012")
+    imagenet = is_imagenet(arg.dataset)
     config = base_config()
     config.model = arg.model or ("densenet121" if imagenet else "densenet_bc_100_k12")
     config.dataset = arg.dataset
@@ -43,13 +43,9 @@ def get_config(arg: str | None = None):
     config.schedule.name = "piecewise"
     config.schedule.decay_factor = 0.1
     if imagenet:
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 224
-        config.batch_size = 256
+        imagenet_data(config, 224, 256)
         config.num_epochs = 90
         config.schedule.boundaries_epochs = (30, 60)
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
     else:
         if model_info(config.model)["input_size"] != 32:
@@ -58,7 +54,6 @@ def get_config(arg: str | None = None):
         config.num_epochs = 300
         config.schedule.boundaries_epochs = (150, 225)
         if not arg.augment:
-            config.augment.crop_padding = 0
             config.augment.flip = False
             config.model_kwargs.block_dropout = 0.2
         config.eval_every = "5ep"

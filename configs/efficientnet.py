@@ -32,7 +32,7 @@ Variants (`:key=value,...`):
 Measured here: see experiments/results/efficient.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, is_imagenet, parse_arg, shorten
 from cvjax.errors import UserError
 from cvjax.models.efficientnet import PUBLISHED, compound_scaling
 from cvjax.recipes import apply_recipe
@@ -48,7 +48,7 @@ def get_config(arg: str | None = None):
         drop_path=0.2,
         epochs=0.0,
     )
-    imagenet = arg.dataset in ("imagenet2012", "tfds:imagenet2012")
+    imagenet = is_imagenet(arg.dataset)
     base = 224 if imagenet else 32
     config = base_config()
     if arg.phi:

@@ -29,7 +29,7 @@ channels, and their own recipe). Variants (`:key=value,...`):
 Measured here: see experiments/results/families.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 
 
 def get_config(arg: str | None = None):
@@ -42,11 +42,8 @@ def get_config(arg: str | None = None):
     if arg.aux:
         config.model_kwargs.aux_logits = True
         config.aux_loss_weight = 0.3  # Sec. 5: "weighted by 0.3".
-    if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 224
-        config.batch_size = 256
+    if is_imagenet(arg.dataset):
+        imagenet_data(config, 224, 256)
         config.num_epochs = 250
         config.learning_rate = 0.01 * config.batch_size / 32
         config.schedule.name = "piecewise"
@@ -55,7 +52,6 @@ def get_config(arg: str | None = None):
         config.weight_decay = 2e-4
         config.model_kwargs.drop_rate = 0.4  # Table 1: "dropout (40%)" before the linear layer.
         config.ema_decay = 0.9999  # Sec. 6 evaluates a Polyak average of the weights.
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
     else:
         config.model_kwargs.cifar_stem = True

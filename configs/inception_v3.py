@@ -31,7 +31,7 @@ channels, and their own recipe). Variants (`:key=value,...`):
 Measured here: see experiments/results/families.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 
 
 def get_config(arg: str | None = None):
@@ -42,11 +42,8 @@ def get_config(arg: str | None = None):
     if arg.aux:
         config.model_kwargs.aux_logits = True
         config.aux_loss_weight = 0.4  # TF-slim: the AuxLogits loss has weight 0.4.
-    if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 299
-        config.batch_size = 256
+    if is_imagenet(arg.dataset):
+        imagenet_data(config, 299, 256)
         config.num_epochs = 100
         config.optimizer.name = "rmsprop"
         config.optimizer.decay = 0.9
@@ -61,7 +58,6 @@ def get_config(arg: str | None = None):
         config.label_smoothing = 0.1
         config.ema_decay = 0.9999
         config.model_kwargs.drop_rate = 0.2  # TF-slim's dropout_keep_prob=0.8.
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
     else:
         config.model_kwargs.cifar_stem = True

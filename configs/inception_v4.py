@@ -33,7 +33,7 @@ adaptations (41.3M and 65.4M parameters; README table). Variants (`:key=value,..
 Measured here: see experiments/results/families.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 
 
 def get_config(arg: str | None = None):
@@ -41,11 +41,8 @@ def get_config(arg: str | None = None):
     config = base_config()
     config.model = arg.model
     config.dataset = arg.dataset
-    if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 299
-        config.batch_size = 256
+    if is_imagenet(arg.dataset):
+        imagenet_data(config, 299, 256)
         config.num_epochs = 100
         config.optimizer.name = "rmsprop"
         config.optimizer.decay = 0.9
@@ -58,7 +55,6 @@ def get_config(arg: str | None = None):
         config.weight_decay = 4e-5
         config.ema_decay = 0.9999
         config.model_kwargs.drop_rate = 0.2
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
     else:
         config.model_kwargs.cifar_stem = True

@@ -33,7 +33,7 @@ Any genotype of cvjax/nas/genotypes.py (or its string) runs in this network with
 Measured here: see experiments/results/efficient.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 
 # TF-slim's ImageNet notes: lr per 1600 images, weight decay, drop path, input size.
 IMAGENET = {
@@ -54,12 +54,9 @@ def get_config(arg: str | None = None):
     config.aux_loss_weight = 0.4
     config.optimizer.name = "momentum"
     config.optimizer.momentum = 0.9
-    if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
+    if is_imagenet(arg.dataset):
         recipe = IMAGENET[arg.model]
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = recipe["image_size"]
-        config.batch_size = 256
+        imagenet_data(config, recipe["image_size"], 256)
         config.num_epochs = 312
         config.learning_rate = recipe["lr"] * config.batch_size / 1600
         config.optimizer.name = "rmsprop"
@@ -71,7 +68,6 @@ def get_config(arg: str | None = None):
         config.label_smoothing = 0.1
         config.optimizer.grad_clip_norm = 10.0
         config.model_kwargs.drop_path_rate = recipe["drop_path_rate"]
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
         config.checkpoint_every = "1ep"
     else:

@@ -22,7 +22,7 @@ Measured here (2-core AMD EPYC CPU, 2026-11-22; see BENCHMARKS.md):
     recipe was not run on this CPU (about 12 hours at 0.65 s a step).
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 
 
 def get_config(arg: str | None = None):
@@ -30,18 +30,14 @@ def get_config(arg: str | None = None):
     config = base_config()
     config.model = arg.model
     config.dataset = arg.dataset
-    if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 224
-        config.batch_size = 256
+    if is_imagenet(arg.dataset):
+        imagenet_data(config, 224, 256)
         config.num_epochs = 90
         config.learning_rate = 0.1 * config.batch_size / 256
         config.schedule.name = "warmup_cosine"
         config.schedule.warmup_epochs = 5
         config.weight_decay = 1e-4
         config.label_smoothing = 0.1
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
         config.checkpoint_every = "1ep"
     else:

@@ -24,12 +24,12 @@ blocks registered here with batch 128 do better. Variants (`:key=value,...`):
 Measured here: see experiments/results/families.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 
 
 def get_config(arg: str | None = None):
     arg = parse_arg(arg, model="", dataset="cifar10", epochs=0.0)
-    imagenet = arg.dataset in ("imagenet2012", "tfds:imagenet2012")
+    imagenet = is_imagenet(arg.dataset)
     config = base_config()
     config.model = arg.model or ("resnext50_32x4d" if imagenet else "resnext29_8x64d")
     config.dataset = arg.dataset
@@ -39,14 +39,10 @@ def get_config(arg: str | None = None):
     config.schedule.name = "piecewise"
     config.schedule.decay_factor = 0.1
     if imagenet:
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 224
-        config.batch_size = 256
+        imagenet_data(config, 224, 256)
         config.num_epochs = 100
         config.weight_decay = 1e-4
         config.schedule.boundaries_epochs = (30, 60, 90)
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
     else:
         config.batch_size = 128

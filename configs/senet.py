@@ -29,13 +29,13 @@ Published (CIFAR-10 test error, Hu et al. 2018, Table 4): SE-ResNet-110 5.21% (R
 Measured here: see experiments/results/families.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 from cvjax.models import model_info
 
 
 def get_config(arg: str | None = None):
     arg = parse_arg(arg, model="", dataset="cifar10", epochs=0.0, se_ratio=1 / 16)
-    imagenet = arg.dataset in ("imagenet2012", "tfds:imagenet2012")
+    imagenet = is_imagenet(arg.dataset)
     config = base_config()
     config.model = arg.model or ("senet154" if imagenet else "resnet110")
     config.dataset = arg.dataset
@@ -46,16 +46,12 @@ def get_config(arg: str | None = None):
     config.schedule.name = "piecewise"
     config.schedule.decay_factor = 0.1
     if imagenet:
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 224
-        config.batch_size = 1024
+        imagenet_data(config, 224, 1024)
         config.num_epochs = 100
         config.learning_rate = 0.6 * config.batch_size / 1024
         config.schedule.boundaries_epochs = (30, 60, 90)
         if config.model == "senet154":
             config.label_smoothing = 0.1  # Appendix (e); dropout 0.2 is the model's default.
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
     else:
         if model_info(config.model)["input_size"] != 32:

@@ -26,7 +26,7 @@ Variants (`:key=value,...`):
 Measured here: see experiments/results/efficient.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 from cvjax.errors import UserError
 from cvjax.models import model_info
 
@@ -41,18 +41,14 @@ def get_config(arg: str | None = None):
     config.dataset = arg.dataset
     config.optimizer.name = "momentum"
     config.optimizer.momentum = 0.9
-    if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 224
-        config.batch_size = 1024
+    if is_imagenet(arg.dataset):
+        imagenet_data(config, 224, 1024)
         config.num_epochs = 240  # 300,000 iterations x 1,024 images / 1,281,167.
         config.learning_rate = 0.5
         config.schedule.name = "linear"  # The release: linearly to 0.
         config.weight_decay = 4e-5
         config.optimizer.decay_norm_and_bias = False  # The release's get_parameters().
         config.label_smoothing = 0.1
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
         config.checkpoint_every = "1ep"
     else:

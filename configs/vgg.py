@@ -27,7 +27,7 @@ Published: 92.64% CIFAR-10 accuracy for VGG16 (kuangliu/pytorch-cifar README). V
 Measured here: see experiments/results/families.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 
 
 def get_config(arg: str | None = None):
@@ -37,17 +37,13 @@ def get_config(arg: str | None = None):
     config.dataset = arg.dataset
     config.optimizer.name = "momentum"
     config.weight_decay = 5e-4
-    if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 224
-        config.batch_size = 256
+    if is_imagenet(arg.dataset):
+        imagenet_data(config, 224, 256)
         config.num_epochs = 74  # 370K iterations of 256 images (Sec. 3.1).
         config.learning_rate = 0.01
         config.schedule.name = "piecewise"
         config.schedule.boundaries_epochs = (30, 50, 65)
         config.schedule.decay_factor = 0.1
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
     else:
         config.model_kwargs.cifar = True

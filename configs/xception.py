@@ -29,7 +29,7 @@ Variants (`:key=value,...`):
 Measured here: see experiments/results/families.md
 """
 
-from cvjax.configs import base_config, parse_arg, shorten
+from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
 
 
 def get_config(arg: str | None = None):
@@ -39,11 +39,8 @@ def get_config(arg: str | None = None):
     config.dataset = arg.dataset
     config.optimizer.name = "momentum"
     config.optimizer.momentum = 0.9
-    if arg.dataset in ("imagenet2012", "tfds:imagenet2012"):
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = 299
-        config.batch_size = 256
+    if is_imagenet(arg.dataset):
+        imagenet_data(config, 299, 256)
         config.num_epochs = 100
         config.learning_rate = 0.045
         config.schedule.name = "piecewise"  # A staircase: x 0.94 every second epoch.
@@ -51,7 +48,6 @@ def get_config(arg: str | None = None):
         config.schedule.decay_factor = 0.94
         config.weight_decay = 1e-5
         config.model_kwargs.drop_rate = 0.5
-        config.augment.crop_padding = 0
         config.eval_every = "1ep"
     else:
         config.model_kwargs.cifar_stem = True

@@ -60,6 +60,21 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def is_imagenet(dataset: str) -> bool:
+    return dataset in ("imagenet2012", "tfds:imagenet2012")
+
+
+def imagenet_data(config: ml_collections.ConfigDict, image_size: int, batch_size: int = 256):
+    """ImageNet-1k from TFDS at `image_size`, streamed from disk (1.28M images do not fit in
+    memory), without CIFAR's crop-after-padding."""
+    config.dataset = "tfds:imagenet2012"
+    config.stream = True
+    config.image_size = image_size
+    config.batch_size = batch_size
+    config.augment.crop_padding = 0
+    return config
+
+
 def shorten(config: ml_collections.ConfigDict, epochs: float) -> ml_collections.ConfigDict:
     """Runs `config` for `epochs` instead, with its schedule (boundaries, warmup) scaled to fit."""
     if epochs <= 0:

@@ -5,6 +5,7 @@
 ImageNet (the papers' RMSProp recipes, or Nesterov SGD with cosine / step decay).
 """
 
+from cvjax.configs import imagenet_data, is_imagenet
 from cvjax.errors import UserError
 from cvjax.models import model_info
 
@@ -62,7 +63,7 @@ def apply_recipe(config, recipe: str, dataset: str, schedule: str):
     `recipe` names an RMSPROP entry; `schedule` is "" (cosine on CIFAR-10, rmsprop on
     ImageNet), "cosine", "step" or "rmsprop".
     """
-    imagenet = dataset in ("imagenet2012", "tfds:imagenet2012")
+    imagenet = is_imagenet(dataset)
     schedule = schedule or ("rmsprop" if imagenet else "cosine")
     if schedule not in SCHEDULES:
         raise UserError(f"schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
@@ -72,11 +73,7 @@ def apply_recipe(config, recipe: str, dataset: str, schedule: str):
     config.eval_every = "5ep"
     config.checkpoint_every = "5ep"
     if imagenet:
-        config.dataset = "tfds:imagenet2012"
-        config.stream = True  # 1.28M images do not fit in memory: read batches from disk.
-        config.image_size = model_info(config.model)["input_size"]
-        config.augment.crop_padding = 0
-        config.batch_size = 256
+        imagenet_data(config, model_info(config.model)["input_size"], 256)
         config.num_epochs = 120
         config.eval_every = "1ep"
         config.checkpoint_every = "1ep"

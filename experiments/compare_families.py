@@ -136,7 +136,8 @@ def write_table(
     results: dict, out: str, budget_s: float, dataset: str, eval_per_class: int, group: str
 ) -> None:
     lines = [
-        f"# CNN families ({group}) on {dataset}, equal training time",
+        f"# {'Efficient' if group == 'efficient' else 'Classic'} CNN families on {dataset}, "
+        "equal training time",
         "",
         f"Budget: {budget_s:.0f} s of training per family on the project's 2-core CPU; epochs is",
         "what fit into it. Accuracy: the test split of the data in the commands (with",

@@ -14,6 +14,7 @@ import pytest
 from cvjax import models
 from cvjax.errors import UserError
 from cvjax.models import __main__ as table
+from tests.model_checks import check_count_and_output_shape, check_train_step
 
 # torchvision, timm (resnet200, resnetv2_*, seresnet*), and He et al. 2016 / Zagoruyko &
 # Komodakis 2016 for the CIFAR models (10 classes).
@@ -61,11 +62,11 @@ def test_readme_model_table_matches_the_reference_counts():
     with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
         rows = [line.split("|") for line in f if line.startswith("| ") and "|---" not in line]
     listed = {
-        cells[1].strip(): int(cells[3].strip().replace(",", ""))
+        cells[1].strip(): int(cells[4].strip().replace(",", ""))
         for cells in rows
-        if len(cells) == 6 and cells[1].strip() in models.list_models()
+        if len(cells) == 7 and cells[1].strip() in models.list_models()
     }
-    assert set(listed) == set(models.list_models())
+    assert set(listed) == set(models.list_models()), "run python -m cvjax.models --update README.md"
     counts = all_reference_counts()
     assert {n: c for n, c in listed.items() if n in counts} == {
         n: counts[n] for n in listed if n in counts
@@ -74,12 +75,7 @@ def test_readme_model_table_matches_the_reference_counts():
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
 def test_parameter_count_and_output_shape(name):
-    assert table.count_params(name) == REFERENCE_PARAMS[name]
-    model, variables, shape = table.abstract_variables(name)
-    out = jax.eval_shape(
-        lambda v: model.apply(v, jnp.zeros((2, *shape[1:])), train=False), variables
-    )
-    assert out.shape == (2, models.model_info(name)["num_classes"])
+    check_count_and_output_shape(name, REFERENCE_PARAMS[name])
 
 
 def test_cifar_stem_runs_imagenet_models_at_32():
@@ -122,31 +118,7 @@ def test_tiny_forward_backward_per_block_kind(kwargs):
         **kwargs,
     )
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
-    variables = model.init(jax.random.PRNGKey(0), x)
-
-    @jax.jit
-    def loss_and_grad(variables):
-        def loss(params):
-            logits, updates = model.apply(
-                {**variables, "params": params},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": jax.random.PRNGKey(2)},
-            )
-            return jnp.mean(logits**2), updates
-
-        return jax.value_and_grad(loss, has_aux=True)(variables["params"])
-
-    (value, updates), grads = loss_and_grad(variables)
-    chex.assert_tree_all_finite(grads)
-    assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
-    changed = jax.tree.map(
-        lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"]
-    )
-    assert all(jax.tree.leaves(changed))
-    eval_logits = model.apply(variables, x, train=False)
-    chex.assert_shape(eval_logits, (4, 5))
+    check_train_step(model, x, all_grads_nonzero=False)
 
 
 def test_half_precision_computes_in_bfloat16_with_float32_params():
@@ -174,6 +146,19 @@ def test_model_table_json(capsys):
     assert rows[0]["params"] == 269_722 and rows[0]["input_size"] == 32
     # ResNet-20 at 32x32 is about 40M multiply-adds, almost all in its 19 3x3 convolutions.
     assert 0.03 < rows[0]["gmacs"] < 0.045
+
+
+def test_model_table_update_rewrites_only_the_marked_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- models:begin -->\nold\n<!-- models:end -->\noutro\n")
+    table.main(["resnet20", "--update", str(readme)])
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- models:begin -->\n| model | family |")
+    assert "| resnet20 | resnet | 32 | 269,722 |" in text and "old" not in text
+    assert text.endswith("<!-- models:end -->\noutro\n")
+    (tmp_path / "plain.md").write_text("no markers")
+    with pytest.raises(SystemExit, match="has no <!-- models:begin -->"):
+        table.main(["resnet20", "--update", str(tmp_path / "plain.md")])
 
 
 def test_feature_maps_give_each_stage_in_order():

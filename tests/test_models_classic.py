@@ -1,6 +1,5 @@
 """LeNet-5, AlexNet and VGG: exact parameter counts, shapes, and each family's own behaviour."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +11,7 @@ from cvjax.models import __main__ as table
 from cvjax.models.layers import adaptive_avg_pool
 from cvjax.models.lenet import C3_TABLE, ConnectionTableConv, pad_background, scaled_tanh
 from cvjax.models.vgg import local_response_norm
+from tests.model_checks import check_count_and_output_shape, check_train_step
 
 REFERENCE_PARAMS = {
     # LeCun et al. 1998, Sec. II.B: C1 156 + S2 12 + C3 1,516 + S4 32 + C5 48,120 + F6 10,164
@@ -46,12 +46,7 @@ def _size(tree) -> int:
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
 def test_parameter_count_and_output_shape(name):
-    assert table.count_params(name) == REFERENCE_PARAMS[name]
-    model, variables, shape = table.abstract_variables(name)
-    out = jax.eval_shape(
-        lambda v: model.apply(v, jnp.zeros((2, *shape[1:])), train=False), variables
-    )
-    assert out.shape == (2, models.model_info(name)["num_classes"])
+    out = check_count_and_output_shape(name, REFERENCE_PARAMS[name])
     assert out.dtype == jnp.float32
 
 
@@ -225,28 +220,4 @@ def test_feature_maps_and_pooled_embedding(name, size, stages, embedding):
 def test_tiny_forward_backward(name, kwargs, size):
     model = models.create(name, num_classes=5, drop_rate=0.1, **kwargs)
     x = jax.random.normal(jax.random.PRNGKey(1), (4, size, size, model.in_channels))
-    variables = model.init(jax.random.PRNGKey(0), x)
-
-    @jax.jit
-    def loss_and_grad(variables):
-        def loss(params):
-            logits, updates = model.apply(
-                {**variables, "params": params},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": jax.random.PRNGKey(2)},
-            )
-            return jnp.mean(logits**2), updates
-
-        return jax.value_and_grad(loss, has_aux=True)(variables["params"])
-
-    (_, updates), grads = loss_and_grad(variables)
-    chex.assert_tree_all_finite(grads)
-    assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
-    if "batch_stats" in variables:
-        changed = jax.tree.map(
-            lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"]
-        )
-        assert all(jax.tree.leaves(changed))
-    chex.assert_shape(jax.jit(lambda v: model.apply(v, x))(variables), (4, 5))
+    check_train_step(model, x, require_batch_stats=False)

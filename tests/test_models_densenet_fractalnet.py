@@ -10,6 +10,7 @@ from cvjax import models
 from cvjax.models import __main__ as table
 from cvjax.models.densenet import DenseNet
 from cvjax.models.fractalnet import ConvUnit, FractalNet, local_keep_mask
+from tests.model_checks import check_train_step, train_step
 
 REFERENCE_PARAMS = {
     # torchvision.models.densenet* (ImageNet, 1000 classes).
@@ -129,24 +130,6 @@ def test_without_global_pool_a_larger_input_gives_a_map_of_logits(name, size, la
     assert out.shape == (1, grid, grid, 7)
 
 
-def _train_step(model, variables, x, seed=2):
-    @jax.jit
-    def loss_and_grad(variables, rng):
-        def loss(params):
-            logits, updates = model.apply(
-                {**variables, "params": params},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": rng},
-            )
-            return jnp.mean(logits**2), (logits, updates)
-
-        return jax.value_and_grad(loss, has_aux=True)(variables["params"])
-
-    return loss_and_grad(variables, jax.random.PRNGKey(seed))
-
-
 TINY = {
     "densenet": lambda **kw: DenseNet(
         block_sizes=(2, 2), growth_rate=4, stem_width=8, cifar_stem=True, block_dropout=0.1, **kw
@@ -162,25 +145,18 @@ TINY = {
 def test_tiny_forward_backward(kind):
     model = TINY[kind](num_classes=5, drop_rate=0.1)
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
-    variables = model.init(jax.random.PRNGKey(0), x)
-    (_, (_, updates)), grads = _train_step(model, variables, x)
-    chex.assert_tree_all_finite(grads)
-    assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
-    changed = jax.tree.map(
-        lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"]
-    )
-    assert all(jax.tree.leaves(changed))
-    chex.assert_shape(model.apply(variables, x, train=False), (4, 5))
+    check_train_step(model, x, all_grads_nonzero=False)
 
 
 def test_densenet_remat_changes_memory_not_results():
     model = TINY["densenet"](num_classes=3)
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
     variables = model.init(jax.random.PRNGKey(0), x)
-    (_, (logits, _)), grads = _train_step(model, variables, x)
-    (_, (logits_remat, _)), grads_remat = _train_step(model.clone(remat=True), variables, x)
-    chex.assert_trees_all_close(logits, logits_remat, atol=1e-5)  # Same dropout masks too.
-    chex.assert_trees_all_close(grads, grads_remat, atol=1e-5)
+    rng = jax.random.PRNGKey(2)
+    plain = train_step(model, x, eval_mode=None)(variables, rng)
+    remat = train_step(model.clone(remat=True), x, eval_mode=None)(variables, rng)
+    chex.assert_trees_all_close(plain.logits, remat.logits, atol=1e-5)  # Same dropout masks too.
+    chex.assert_trees_all_close(plain.grads, remat.grads, atol=1e-5)
 
 
 def _tiny_fractal(**kw):

@@ -13,6 +13,7 @@ from cvjax.models.googlenet import aux_pool
 from cvjax.models.layers import adaptive_avg_pool, max_pool_ceil
 from cvjax.train.state import create_train_state
 from cvjax.train.steps import loss_and_grads
+from tests.model_checks import check_step_results
 
 # Without auxiliary heads: torchvision googlenet(aux_logits=False) and timm inception_v3
 # (torchvision's inception_v3 counts its aux head by default).
@@ -132,12 +133,10 @@ def test_tiny_train_step_adds_the_aux_loss(name):
     loss, grads, (logits, per_example, batch_stats) = step(state)
     # per_example is the main head's cross-entropy: the aux heads add 0.3 x theirs on top.
     assert float(loss) > float(per_example.mean()) > 0
-    chex.assert_tree_all_finite(grads)
+    check_step_results(grads, state.batch_stats, batch_stats, loss=loss, all_grads_nonzero=False)
     for aux in AUX_NAMES[name]:
         assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads[aux]))
     assert float(jnp.abs(grads["head"]["fc"]["kernel"]).sum()) > 0
-    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), state.batch_stats, batch_stats)
-    assert all(jax.tree.leaves(changed))
     chex.assert_shape(logits, (4, 5))  # The aux logits are sown, never returned.
     eval_logits = jax.eval_shape(lambda v: model.apply(v, x), state.variables())
     chex.assert_shape(eval_logits, (4, 5))

@@ -2,7 +2,6 @@
 
 import functools
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from cvjax import models
 from cvjax.models import __main__ as table
 from cvjax.models.inception_v4 import InceptionResidual
+from tests.model_checks import check_train_step
 
 # timm (huggingface/pytorch-image-models): inception_v4, inception_resnet_v2 and legacy_xception
 # (Cadene's port of the Keras Xception), ImageNet-1k heads.
@@ -97,29 +97,7 @@ def test_tiny_forward_backward(name, kwargs):
     )
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
     variables = jax.jit(lambda key: model.init(key, x))(_key(0))
-
-    @jax.jit
-    def loss_and_grad(variables):
-        def loss(params):
-            logits, updates = model.apply(
-                {**variables, "params": params},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": _key(2)},
-            )
-            return jnp.mean(logits**2), updates
-
-        return jax.value_and_grad(loss, has_aux=True)(variables["params"])
-
-    (value, updates), grads = loss_and_grad(variables)
-    chex.assert_tree_all_finite((value, grads))
-    assert any(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
-    changed = jax.tree.map(
-        lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"]
-    )
-    assert all(jax.tree.leaves(changed))
-    chex.assert_shape(jax.eval_shape(lambda v: model.apply(v, x), variables), (4, 5))
+    check_train_step(model, x, variables, rng=_key(2), all_grads_nonzero=False, eval_mode="shape")
 
 
 def test_residual_block_relu_drop_path_and_unactivated_last_block():

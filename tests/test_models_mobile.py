@@ -4,7 +4,6 @@ import importlib.util
 import math
 import os
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from cvjax import models
 from cvjax.models import __main__ as table
 from cvjax.models import efficientnet, fastconv, layers, mnasnet, mobilenet
+from tests.model_checks import check_train_step
 
 
 def _v1_params(alpha: float, classes: int = 1000) -> int:
@@ -210,31 +210,7 @@ def test_tiny_forward_backward(family):
         "params": jax.tree.map(lambda s: rng.normal(0, 0.5, s.shape), shapes["params"]),
         "batch_stats": jax.tree.map(lambda s: rng.uniform(0.5, 1, s.shape), shapes["batch_stats"]),
     }
-    variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), variables)
-
-    @jax.jit
-    def loss_grad_and_eval(variables):
-        def loss(params):
-            logits, updates = model.apply(
-                {**variables, "params": params},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": jax.random.PRNGKey(2)},
-            )
-            return jnp.mean(logits**2), updates
-
-        grad = jax.value_and_grad(loss, has_aux=True)(variables["params"])
-        return grad, model.apply(variables, x)
-
-    ((_, updates), grads), eval_logits = loss_grad_and_eval(variables)
-    chex.assert_tree_all_finite(grads)
-    assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
-    changed = jax.tree.map(
-        lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"]
-    )
-    assert all(jax.tree.leaves(changed))
-    chex.assert_shape(eval_logits, (4, 5))
+    check_train_step(model, x, jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), variables))
 
 
 @pytest.mark.parametrize(

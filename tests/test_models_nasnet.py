@@ -2,7 +2,6 @@
 
 import json
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +13,7 @@ from cvjax.models import __main__ as table
 from cvjax.nas import genotypes
 from cvjax.nas.cells import CellNetwork
 from cvjax.nas.genotypes import DARTS_V2, NASNET_A, Genotype, get_genotype
+from tests.model_checks import check_count_and_output_shape, check_train_step
 
 # timm nasnetalarge (Cadene's port of TF-slim) and Cadene's pretrainedmodels nasnetamobile; both
 # numbers are also asserted by osmr's imgclsmob (nasnet_6a4032, nasnet_4a1056).
@@ -64,12 +64,7 @@ def _abstract_init(model, size):
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
 def test_parameter_count_and_output_shape(name):
-    assert table.count_params(name) == REFERENCE_PARAMS[name]
-    model, variables, shape = table.abstract_variables(name)
-    out = jax.eval_shape(
-        lambda v: model.apply(v, jnp.zeros((2, *shape[1:])), train=False), variables
-    )
-    assert out.shape == (2, 1000)
+    assert check_count_and_output_shape(name, REFERENCE_PARAMS[name]).shape == (2, 1000)
 
 
 def test_darts_v2_network_has_the_published_count():
@@ -158,35 +153,19 @@ def test_tiny_forward_backward_with_drop_path_and_aux_head(genotype, kwargs, siz
     variables = _init(model, x)
     assert "aux" in variables["params"]
 
-    @jax.jit
-    def loss_and_grad(variables, rng):
-        def loss(params):
-            logits, updates = model.apply(
-                {**variables, "params": params},
-                x,
-                train=True,
-                mutable=["batch_stats", "aux"],
-                rngs={"dropout": rng},
-            )
-            aux = updates["aux"]["logits"][0]
-            return jnp.mean(logits**2) + 0.4 * jnp.mean(aux**2), (logits, updates)
+    def loss(logits, updates):
+        aux = updates["aux"]["logits"][0]
+        return jnp.mean(logits**2) + 0.4 * jnp.mean(aux**2)
 
-        return jax.value_and_grad(loss, has_aux=True)(variables["params"])
-
-    (_, (logits, updates)), grads = loss_and_grad(variables, jax.random.PRNGKey(2))
-    chex.assert_tree_all_finite(grads)
-    assert float(jnp.abs(grads["aux"]["fc"]["kernel"]).sum()) > 0
-    assert float(jnp.abs(grads["cell_0"]["conv_1x1"]["conv"]["kernel"]).sum()) > 0
-    changed = jax.tree.map(
-        lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"]
+    _, out, step = check_train_step(
+        model, x, variables, mutable_extra=["aux"], loss_fn=loss, all_grads_nonzero=False
     )
-    assert all(jax.tree.leaves(changed))
+    assert float(jnp.abs(out.grads["aux"]["fc"]["kernel"]).sum()) > 0
+    assert float(jnp.abs(out.grads["cell_0"]["conv_1x1"]["conv"]["kernel"]).sum()) > 0
     # Drop path draws per sample and per operation: another key, other training logits.
-    (_, (other, _)), _ = loss_and_grad(variables, jax.random.PRNGKey(3))
-    assert not np.allclose(logits, other)
-    eval_logits, state = model.apply(variables, x, train=False, mutable=["aux"])
-    chex.assert_shape(eval_logits, (4, model.num_classes))
-    assert not state  # The auxiliary head is built and sown only in training.
+    other = step(variables, jax.random.PRNGKey(3)).logits
+    assert not np.allclose(out.logits, other)
+    assert not out.eval_state  # The auxiliary head is built and sown only in training.
 
 
 def test_cifar_stem_runs_both_models_at_32():

@@ -1,6 +1,5 @@
 """SENet (the Caffe release's SENet-154, legacy SE-ResNet/SE-ResNeXt) and the CIFAR ResNeXt-29."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +9,7 @@ from cvjax import models
 from cvjax.models import __main__ as table
 from cvjax.models.layers import max_pool_ceil
 from cvjax.models.resnet import ResNet
+from tests.model_checks import check_train_step
 
 # SENet: timm's senet.py (the Cadene pretrainedmodels port of the Caffe release); senet154 is
 # timm's legacy_senet154. timm prints them rounded (results/results-imagenet.csv: 115.09, 11.78,
@@ -136,30 +136,7 @@ def test_tiny_se_resnext_with_senet_stem_trains():
     )
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
-
-    @jax.jit
-    def loss_and_grad(variables):
-        def loss(params):
-            logits, updates = model.apply(
-                {**variables, "params": params},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": jax.random.PRNGKey(2)},
-            )
-            return jnp.mean(logits**2), updates
-
-        return jax.value_and_grad(loss, has_aux=True)(variables["params"])
-
-    (_, updates), grads = loss_and_grad(variables)
-    chex.assert_tree_all_finite(grads)
-    assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
-    changed = jax.tree.map(
-        lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"]
-    )
-    assert all(jax.tree.leaves(changed))
-    eval_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    chex.assert_shape(eval_fn(variables, x), (4, 5))
+    check_train_step(model, x, variables)
     # 32 -> stem 16 -> ceil pool 8 -> stages 8, 4.
     maps = jax.eval_shape(lambda v: models.feature_maps(model, v, x), variables)
     assert {k: v.shape for k, v in maps.items()} == {

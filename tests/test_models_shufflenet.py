@@ -17,6 +17,7 @@ from cvjax.models.shufflenet import (
     channel_shuffle,
     shufflenet_v1_widths,
 )
+from tests.model_checks import check_count_and_output_shape, check_train_step
 
 REFERENCE_PARAMS = {
     # ShuffleNet v1 (no torchvision or timm model): `v1_arithmetic` below, the architecture of the
@@ -88,12 +89,7 @@ def test_every_family_model_has_a_reference_count():
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
 def test_parameter_count_and_output_shape(name):
-    assert table.count_params(name) == REFERENCE_PARAMS[name]
-    model, variables, shape = table.abstract_variables(name)
-    out = jax.eval_shape(
-        lambda v: model.apply(v, jnp.zeros((2, *shape[1:])), train=False), variables
-    )
-    assert out.shape == (2, models.model_info(name)["num_classes"])
+    check_count_and_output_shape(name, REFERENCE_PARAMS[name])
 
 
 def test_v1_widths_are_the_releases_and_the_counts_its_arithmetic():
@@ -256,30 +252,7 @@ TINY = {
 def test_tiny_forward_backward(kind):
     model = TINY[kind](num_classes=5, drop_rate=0.1, cifar_stem=True)
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
-    variables = model.init(jax.random.PRNGKey(0), x)
-
-    @jax.jit
-    def loss_and_grad(variables):
-        def loss(params):
-            logits, updates = model.apply(
-                {**variables, "params": params},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": jax.random.PRNGKey(2)},
-            )
-            return jnp.mean(logits**2), updates
-
-        return jax.value_and_grad(loss, has_aux=True)(variables["params"])
-
-    (_, updates), grads = loss_and_grad(variables)
-    chex.assert_tree_all_finite(grads)
-    assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads))
-    changed = jax.tree.map(
-        lambda a, b: not np.array_equal(a, b), variables["batch_stats"], updates["batch_stats"]
-    )
-    assert all(jax.tree.leaves(changed))
-    chex.assert_shape(model.apply(variables, x, train=False), (4, 5))
+    check_train_step(model, x)
 
 
 def test_parameter_names_follow_the_references():

@@ -1,4 +1,4 @@
-"""Prints the model table: `python -m cvjax.models [PATTERN] [--json]`.
+"""Prints the model table: `python -m cvjax.models [PATTERN] [--json] [--update README.md]`.
 
 Parameter counts come from `jax.eval_shape` and GMACs from XLA's cost analysis of the lowered
 (never compiled) forward pass at batch 1 and the default resolution: flops / 2.
@@ -61,21 +61,47 @@ def table(pattern: str = "*") -> list[dict]:
     ]
 
 
+BEGIN, END = "<!-- models:begin -->", "<!-- models:end -->"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | family | input | params | GMACs |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        family = models.model_info(r["name"])["family"]
+        lines.append(
+            f"| {r['name']} | {family} | {r['input_size']} | {r['params']:,} | {r['gmacs']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(path: str, text: str) -> None:
+    """Replaces what stands between the models:begin and models:end markers in `path`."""
+    with open(path) as f:
+        content = f.read()
+    if BEGIN not in content or END not in content:
+        raise UserError(f"{path} has no {BEGIN} ... {END} block; add one where the table goes")
+    head, rest = content.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    with open(path, "w") as f:
+        f.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cvjax.models", description=__doc__)
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
     parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.add_argument("--update", metavar="README", help="write the table into this file")
     args = parser.parse_args(argv)
     try:
         rows = table(args.pattern)
+        if args.json:
+            print(json.dumps(rows))
+        elif args.update:
+            update_readme(args.update, markdown(rows))
+        else:
+            print(markdown(rows))
     except UserError as error:
         sys.exit(f"error: {error}")
-    if args.json:
-        print(json.dumps(rows))
-        return
-    print("| model | input | params | GMACs |\n|---|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['name']} | {r['input_size']} | {r['params']:,} | {r['gmacs']:.3f} |")
 
 
 if __name__ == "__main__":
