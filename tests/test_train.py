@@ -116,7 +116,7 @@ def test_overfits_one_batch():
     ds = data.load("digits", "train")
     images, labels = ds.images[:16], ds.labels[:16]
     mesh = steps_lib.create_mesh()
-    model = models.create("resnet8", num_classes=10)
+    model = models.create("resnet8", num_classes=10, in_channels=1)
     tx, _ = optim.create_optimizer(config, steps_per_epoch=1)
     cfg = steps_lib.StepConfig(batch_size=16, steps_per_epoch=1, mean=(100.0,), std=(100.0,))
     step = steps_lib.make_train_step(model, tx, cfg, mesh)
@@ -207,7 +207,7 @@ config = tiny_config(**{"optimizer.name": "sgd", "learning_rate": 1.0, "weight_d
                         "schedule.name": "constant"})
 ds = data.load("digits", "train")
 mesh = steps_lib.create_mesh()
-model = models.create("resnet8", num_classes=10)
+model = models.create("resnet8", num_classes=10, in_channels=1)
 tx, _ = optim.create_optimizer(config, steps_per_epoch=4)
 cfg = steps_lib.StepConfig(batch_size=32, steps_per_epoch=4, mean=(100.0,), std=(100.0,),
                            crop_padding=1)
