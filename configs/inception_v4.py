@@ -30,7 +30,21 @@ adaptations (41.3M and 65.4M parameters; README table). Variants (`:key=value,..
         0. Published: 20.0% / 19.9% top-1 and 5.0% / 4.9% top-5 error, one crop (Table 2))
     configs/inception_v4.py:epochs=5 (any variant, shorter; the schedule is scaled to fit)
 
-Measured here: see experiments/results/families.md
+Measured here (2-core CPU, 2026-11-23; experiments/results/families.md, the same 150 s training
+budget for every family): inception_v4 (cifar_stem=True), 41,158,186 params, 1.881 GMACs at 32x32, 4
+train images/s at batch 128: 0.011 epochs of the CIFAR-10 JPEG copy, test accuracy 0.1000 on 1,000
+test images (100 per class). A short budget on a CPU: the full recipe above is for GPUs.
+
+    python -m cvjax.main --workdir=/tmp/cvjax/inception_v4 \
+        --config=configs/inception_v4.py:dataset=folder:/tmp/cifar10_jpeg-eval100,epochs=0.011
+
+Measured here (2-core CPU, 2026-11-23; experiments/results/families.md, the same 150 s training
+budget for every family): inception_resnet_v2 (cifar_stem=True), 54,321,834 params, 2.111 GMACs at
+32x32, 2 train images/s at batch 128: 0.006 epochs of the CIFAR-10 JPEG copy, test accuracy 0.0850
+on 1,000 test images (100 per class). A short budget on a CPU: the full recipe above is for GPUs.
+
+    python -m cvjax.main --workdir=/tmp/cvjax/inception_resnet_v2 \
+        --config=configs/inception_v4.py:model=inception_resnet_v2,dataset=folder:/tmp/cifar10_jpeg-eval100,epochs=0.006
 """
 
 from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten

@@ -20,6 +20,14 @@ Measured here (2-core AMD EPYC CPU, 2026-11-22; see BENCHMARKS.md):
     configs/resnet.py:dataset=folder:/tmp/cifar10_jpeg,epochs=3 (the JPEG q75 copy): eval/accuracy
     0.6390 after 3 epochs (0.4407 after 1, 0.6199 after 2), 14 min 9 s. The full 164-epoch
     recipe was not run on this CPU (about 12 hours at 0.65 s a step).
+
+Measured here (2-core CPU, 2026-11-23; experiments/results/families.md, the same 150 s training
+budget for every family): resnet20, 269,722 params, 0.037 GMACs at 32x32, 181 train images/s at
+batch 128: 0.543 epochs of the CIFAR-10 JPEG copy, test accuracy 0.4060 on 1,000 test images (100
+per class). A short budget on a CPU: the full recipe above is for GPUs.
+
+    python -m cvjax.main --workdir=/tmp/cvjax/resnet \
+        --config=configs/resnet.py:model=resnet20,dataset=folder:/tmp/cifar10_jpeg-eval100,epochs=0.543
 """
 
 from cvjax.configs import base_config, imagenet_data, is_imagenet, parse_arg, shorten
