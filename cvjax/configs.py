@@ -20,6 +20,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.image_size = 0  # 0: the dataset's own size; else resize (needed for folders of mixed sizes).
     c.num_epochs = 1.0
     c.batch_size = 128
+    c.train_examples = 0  # > 0: train on this many training examples only (a proxy subset).
+    c.holdout = 0  # > 0: hold out this many training examples and evaluate on them, not on test.
     c.seed = 0
 
     c.optimizer = ml_collections.ConfigDict()

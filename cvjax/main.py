@@ -3,7 +3,9 @@
     python -m cvjax.main --config=configs/resnet.py[:key=value,...] --workdir=DIR \
         [--config.<key>=<value> ...] [--mode=train|eval] [--checkpoint=latest|best|STEP]
 
-Rerunning a training command on the same workdir resumes from its newest checkpoint.
+Rerunning a training command on the same workdir resumes from its newest checkpoint. A config
+with a `search` field (configs/nas_*.py) runs a neural architecture search instead
+(cvjax/nas/search.py), which a rerun also resumes.
 """
 
 import logging as std_logging
@@ -75,7 +77,13 @@ def main(argv):
     if _WORKDIR.value is None:
         _fail("--workdir is required, e.g. --workdir=/tmp/cvjax/run1")
     try:
-        if _MODE.value == "train":
+        if "search" in _CONFIG.value:
+            from cvjax.nas import search
+
+            if _MODE.value != "train":
+                _fail("a search config runs with --mode=train (a rerun resumes it)")
+            result = search.run(_CONFIG.value, _WORKDIR.value)
+        elif _MODE.value == "train":
             result = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
         else:
             result = loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)

@@ -6,6 +6,7 @@ from cvjax.data.sources import (
     channel_stats,
     dataset_names,
     load,
+    train_split,
 )
 
-__all__ = ["STANDARD_STATS", "ArrayDataset", "channel_stats", "dataset_names", "load"]
+__all__ = ["STANDARD_STATS", "ArrayDataset", "channel_stats", "dataset_names", "load", "train_split"]

@@ -131,6 +131,32 @@ def load(
     return _resized(ds, image_size)
 
 
+def train_split(
+    ds: ArrayDataset, holdout: int = 0, examples: int = 0, seed: int = 0
+) -> tuple[ArrayDataset, ArrayDataset | None]:
+    """Splits a training set into (train, validation) by a seeded permutation.
+
+    The validation set is `holdout` examples (None when 0), so that model selection (NAS,
+    tuning) never looks at the test split; `examples` > 0 keeps only that many of the remaining
+    training examples (a proxy subset). The same seed gives the same split on every run.
+    """
+    if holdout < 0 or examples < 0 or holdout + max(examples, 1) > len(ds):
+        raise UserError(
+            f"holdout={holdout} and train_examples={examples} do not fit in {len(ds)} training "
+            "examples; lower --config.holdout or --config.train_examples"
+        )
+    order = np.random.default_rng(seed).permutation(len(ds))
+    val_idx, train_idx = order[:holdout], order[holdout:]
+    if examples:
+        train_idx = train_idx[:examples]
+
+    def take(idx: np.ndarray) -> ArrayDataset:
+        idx = np.sort(idx)  # Keep the source order; the training loop shuffles anyway.
+        return dataclasses.replace(ds, images=ds.images[idx], labels=ds.labels[idx])
+
+    return take(train_idx), (take(val_idx) if holdout else None)
+
+
 def channel_stats(ds: ArrayDataset) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of `ds.images` in 0..255 units (population std)."""
     if len(ds) == 0:

@@ -13,6 +13,7 @@ from cvjax.models import (  # noqa: F401
     mnasnet,
     mobilenet,
     nasnet,
+    nb201,
     resnet,
     senet,
     shufflenet,

@@ -53,6 +53,10 @@ class Experiment:
         image_size = config.get("image_size", 0) or None
         self.streaming = bool(config.get("stream", False))
         if self.streaming:
+            if config.get("holdout", 0) or config.get("train_examples", 0):
+                raise UserError(
+                    "holdout and train_examples need in-memory data; set --config.stream=False"
+                )
             data_dir = config.data_dir or None
             train = stream.open_source(config.dataset, "train", data_dir, image_size)
             test = stream.open_source(config.dataset, "test", data_dir, image_size)
@@ -61,7 +65,13 @@ class Experiment:
         else:
             data_dir = config.data_dir or None
             train = data.load(config.dataset, "train", data_dir=data_dir, image_size=image_size)
-            test = data.load(config.dataset, "test", data_dir=data_dir, image_size=image_size)
+            holdout, examples = config.get("holdout", 0), config.get("train_examples", 0)
+            if holdout or examples:
+                train, val = data.train_split(train, holdout, examples, seed=config.seed)
+            if holdout:
+                test = val
+            else:
+                test = data.load(config.dataset, "test", data_dir=data_dir, image_size=image_size)
             mean, std = data.channel_stats(train)
             image_shape = train.images.shape[1:]
         self.num_train, self.num_test = len(train), len(test)
