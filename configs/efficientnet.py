@@ -19,6 +19,8 @@ Variants (`:key=value,...`):
         base x 1.15^phi rounded to a multiple of 8, base 224 on ImageNet and 32 on CIFAR-10;
         `cvjax.models.efficientnet.compound_scaling`. Not the same as the published B1-B7,
         whose coefficients the authors rounded: phi=1 gives width 1.1, depth 1.2, 256 px)
+    :phi=2,coefficients=/tmp/cvjax/nas_compound/best.json (alpha, beta, gamma found by a
+        configs/nas_compound.py search instead of the paper's 1.2, 1.1, 1.15)
     :drop_path=0.3 (the stochastic-depth rate of the last block; default 0.2)
     :schedule=cosine|step|rmsprop (CIFAR-10 default cosine; step: lr / 10 at 50% and 75%;
         rmsprop: the paper's recipe below, its lr scaled to batch 128)
@@ -50,6 +52,7 @@ def get_config(arg: str | None = None):
         arg,
         model="efficientnet_b0",
         phi="",
+        coefficients="",
         dataset="cifar10",
         schedule="",
         drop_path=0.2,
@@ -61,7 +64,17 @@ def get_config(arg: str | None = None):
     if arg.phi:
         if arg.model != "efficientnet_b0":
             raise UserError("give either model=efficientnet_bN or phi=<float>, not both")
-        scaling = compound_scaling(float(arg.phi), base)
+        coefficients = {}
+        if arg.coefficients:  # A configs/nas_compound.py search's best.json.
+            from cvjax.nas.mbconv import coefficients as read_coefficients
+            from cvjax.nas.search import load_best
+
+            result = load_best(arg.coefficients)
+            if result["space"] != "compound":
+                raise UserError(f"{arg.coefficients} is a {result['space']} search, not compound")
+            alpha, beta, gamma = read_coefficients(result["arch"])
+            coefficients = {"alpha": alpha, "beta": beta, "gamma": gamma}
+        scaling = compound_scaling(float(arg.phi), base, **coefficients)
         config.model = "efficientnet"
         config.model_kwargs.width_mult = scaling.width_mult
         config.model_kwargs.depth_mult = scaling.depth_mult

@@ -20,30 +20,10 @@ Published: the NB201 optimum cell reaches 94.37% on CIFAR-10 with this recipe (t
 table, mean of 3 seeds). Measured here: see the nas_train row of experiments/results/nas.md.
 """
 
-import json
-import os
-
 import ml_collections
 
 from cvjax.configs import base_config, parse_arg, shorten
 from cvjax.errors import UserError
-
-
-def load_result(arch: str) -> dict:
-    """best.json's content, or an NB201 string as if it were one."""
-    if arch.endswith(".json"):
-        if not os.path.isfile(arch):
-            raise UserError(f"{arch} does not exist; point :arch= at a search's best.json")
-        with open(arch) as f:
-            result = json.load(f)
-        if "arch" not in result or "space" not in result:
-            raise UserError(
-                f"{arch} has no 'arch' and 'space'; use a best.json written by a search"
-            )
-        return result
-    if arch.startswith("|"):
-        return {"arch": arch, "space": "nb201", "space_kwargs": {}}
-    raise UserError(f"arch={arch!r}: give a search's best.json or an NB201 cell string")
 
 
 def get_config(arg=None):
@@ -51,8 +31,12 @@ def get_config(arg=None):
     if not arg.arch:
         raise UserError("configs/nas_train.py needs :arch=<path to best.json or NB201 string>")
     from cvjax.nas import get_space
+    from cvjax.nas.search import load_best
 
-    result = load_result(arg.arch)
+    if arg.arch.startswith("|"):  # An NB201 cell string itself.
+        result = {"arch": arg.arch, "space": "nb201", "space_kwargs": {}}
+    else:
+        result = load_best(arg.arch)
     space = get_space(result["space"], **(result.get("space_kwargs", {}) if arg.proxy else {}))
     arch = space.validate(result["arch"])
     name, kwargs = space.model(arch)

@@ -343,3 +343,23 @@ def test_tfds_errors_without_network(tmp_path, monkeypatch):
     message = user_error(data.load, "tfds:cvjax_tiny_shapes", "train", str(tmp_path))
     assert "see the TFDS catalog for manual downloads" in message
     assert "did you mean" in user_error(data.load, "tfds:cvjax_tiny_shape", "train", str(tmp_path))
+
+
+def test_train_split_holds_out_a_fixed_disjoint_validation_set():
+    train = data.load("digits", "train")
+    fit, val = data.train_split(train, holdout=300, examples=500, seed=3)
+    assert len(fit) == 500 and len(val) == 300
+    # Rows are whole examples of the source; validation and training never share one.
+    rows = {r.tobytes(): i for i, r in enumerate(train.images.reshape(len(train), -1))}
+    fit_rows = [rows[r.tobytes()] for r in fit.images.reshape(len(fit), -1)]
+    val_rows = [rows[r.tobytes()] for r in val.images.reshape(len(val), -1)]
+    assert not set(fit_rows) & set(val_rows)
+    assert np.array_equal(fit.labels, train.labels[fit_rows])
+    again, val_again = data.train_split(train, holdout=300, examples=500, seed=3)
+    assert np.array_equal(again.images, fit.images) and np.array_equal(val_again.labels, val.labels)
+    other, _ = data.train_split(train, holdout=300, examples=500, seed=4)
+    assert not np.array_equal(other.images, fit.images)
+    everything, none = data.train_split(train, examples=0, holdout=0)
+    assert none is None and len(everything) == len(train)
+    with pytest.raises(UserError, match="holdout"):
+        data.train_split(train, holdout=len(train))

@@ -10,6 +10,7 @@ import pytest
 from cvjax import models
 from cvjax.errors import UserError
 from cvjax.models import __main__ as table
+from cvjax.models import nasnet
 from cvjax.nas import genotypes
 from cvjax.nas.cells import CellNetwork
 from cvjax.nas.genotypes import DARTS_V2, NASNET_A, Genotype, get_genotype
@@ -20,22 +21,18 @@ from tests.model_checks import check_count_and_output_shape, check_train_step
 REFERENCE_PARAMS = {
     "nasnet_a_mobile": 5_289_978,
     "nasnet_a_large": 88_753_150,
+    # DARTS V2 on CIFAR-10: DARTS' train.py logs "param size = 3.349342MB"
+    # (utils.count_parameters_in_MB, which leaves the auxiliary head out).
+    "darts_cifar": 3_349_342,
+    # NAS-Bench-201's network (C=16, N=5) with its best CIFAR-10 cell, the default `arch`; by the
+    # benchmark's arithmetic (the all-3x3 cell gives 1,531,546 = the paper's "1.53 MB", tested
+    # in tests/test_nas_search.py).
+    "nb201": 1_288_506,
 }
 
-# DARTS' CIFAR-10 network for its second-order cell (Liu et al. 2019, Table 1: 3.3M): 20 cells
-# (6 per stage), 36 initial channels, stem 3 x 36; DARTS' train.py logs 3.349342 MB parameters.
-DARTS_CIFAR = dict(
-    num_cells=6,
-    filters=36,
-    stem_size=108,
-    cifar_stem=True,
-    preprocess_stem=True,
-    final_act=False,
-    aux_after_reduction=True,
-    scale_drop_path=False,
-    bn_eps=1e-5,
-    num_classes=10,
-)
+# DARTS' CIFAR-10 network for its second-order cell (Liu et al. 2019, Table 1: 3.3M); DARTS'
+# train.py logs 3.349342 MB parameters.
+DARTS_CIFAR = {**nasnet.DARTS_CIFAR, "num_classes": 10}
 
 
 def _init(model, x):
@@ -64,7 +61,7 @@ def _abstract_init(model, size):
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
 def test_parameter_count_and_output_shape(name):
-    assert check_count_and_output_shape(name, REFERENCE_PARAMS[name]).shape == (2, 1000)
+    check_count_and_output_shape(name, REFERENCE_PARAMS[name])  # Logits: (2, num_classes).
 
 
 def test_darts_v2_network_has_the_published_count():

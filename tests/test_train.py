@@ -359,3 +359,11 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
             np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, err_msg=key)
     assert os.path.exists(tmp_path / "multi" / "metrics.jsonl")
     assert any(p.isdigit() for p in os.listdir(tmp_path / "multi" / "checkpoints"))
+
+
+def test_holdout_replaces_the_test_split_for_evaluation(tmp_path):
+    config = tiny_config(num_epochs=1, holdout=200, train_examples=600)
+    exp = loop.Experiment(config, str(tmp_path))
+    assert (exp.num_train, exp.num_test) == (600, 200)
+    with pytest.raises(UserError, match="stream"):
+        loop.Experiment(tiny_config(stream=True, holdout=10), str(tmp_path))

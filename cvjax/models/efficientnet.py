@@ -25,6 +25,9 @@ and "efficientnet", use the paper's 1e-3 / 0.99. Fields `bn_eps` and `bn_momentu
 
 32x32 inputs: `cifar_stem=True` gives the stem and the first stride-2 stage stride 1
 (`layers.cifar_strides`): a 4x4 last map. Stages end before each nominally stride-2 block.
+
+Searched variants (cvjax/nas/mbconv.py): `stages` replaces B0's table (kernel, expansion and
+repeats per stage) and `stage_se` turns squeeze-excitation off in chosen stages.
 """
 
 import functools
@@ -36,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cvjax.errors import UserError
 from cvjax.models.layers import (
     Classifier,
     ConvBN,
@@ -81,16 +85,24 @@ PUBLISHED = {
 }
 
 
-def compound_scaling(phi: float, base_resolution: int = 224, multiple: int = 8) -> Scaling:
+def compound_scaling(
+    phi: float,
+    base_resolution: int = 224,
+    multiple: int = 8,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    gamma: float = GAMMA,
+) -> Scaling:
     """Width beta^phi, depth alpha^phi, resolution gamma^phi (Tan & Le 2019, Eq. 3).
 
     The resolution is `base_resolution` * gamma^phi rounded to a multiple of `multiple`; the
-    dropout is the published table's: 0.2 for phi in [0, 2), +0.1 per 2, at most 0.5.
+    dropout is the published table's: 0.2 for phi in [0, 2), +0.1 per 2, at most 0.5. Other
+    coefficients (e.g. a configs/nas_compound.py search's) replace the paper's alpha, beta, gamma.
     """
-    size = base_resolution * GAMMA**phi
+    size = base_resolution * gamma**phi
     resolution = max(multiple, int(round(size / multiple)) * multiple)
     drop_rate = min(0.5, max(0.0, 0.2 + 0.1 * math.floor(phi / 2)))
-    return Scaling(BETA**phi, ALPHA**phi, resolution, round(drop_rate, 2))
+    return Scaling(beta**phi, alpha**phi, resolution, round(drop_rate, 2))
 
 
 def round_filters(channels: int, width_mult: float) -> int:
@@ -110,6 +122,8 @@ class EfficientNet(nn.Module):
     depth_mult: float = 1.0
     cifar_stem: bool = False
     stages: Sequence[tuple[int, int, int, int, int, int]] = B0_STAGES
+    # Squeeze-excitation on or off per stage (the MBConv search space); empty: on everywhere (B0).
+    stage_se: Sequence[bool] = ()
     drop_path_rate: float = 0.2
     bn_eps: float = 1e-3
     bn_momentum: float = 0.99
@@ -126,14 +140,20 @@ class EfficientNet(nn.Module):
         stem = round_filters(self.stages[0][3], self.width_mult)
         stem_stride = 1 if self.cifar_stem else 2
         x = ConvBN(stem, 3, stem_stride, act=nn.silu, **bn, name="conv_stem")(x, train)
+        stage_se = tuple(self.stage_se) or (True,) * len(self.stages)
+        if len(stage_se) != len(self.stages):
+            raise UserError(
+                f"stage_se has {len(stage_se)} entries for {len(self.stages)} stages; give one "
+                "per stage or none"
+            )
         rows = [
-            (t, k, s if j == 0 else 1, round_filters(c, self.width_mult))
-            for t, k, s, _, c, n in self.stages
+            (t, k, s if j == 0 else 1, round_filters(c, self.width_mult), se)
+            for (t, k, s, _, c, n), se in zip(self.stages, stage_se, strict=True)
             for j in range(round_repeats(n, self.depth_mult))
         ]
         strides = cifar_strides([row[2] for row in rows], self.cifar_stem)
         stage = 1
-        for i, ((t, k, nominal, out), stride) in enumerate(zip(rows, strides, strict=True)):
+        for i, ((t, k, nominal, out, se), stride) in enumerate(zip(rows, strides, strict=True)):
             if nominal == 2:
                 self.sow("intermediates", f"stage{stage}", x)
                 stage += 1
@@ -143,7 +163,7 @@ class EfficientNet(nn.Module):
                 k,
                 stride,
                 nn.silu,
-                se_channels=max(1, x.shape[-1] // 4),
+                se_channels=max(1, x.shape[-1] // 4) if se else 0,
                 se_act=nn.silu,
                 drop_path_rate=self.drop_path_rate * i / len(rows),
                 **bn,

@@ -26,6 +26,16 @@ convolution and BN, as the paper's CIFAR-10 models; the first cell reads the ste
 stem_size=96, drop_rate=0.0, bn_eps=1e-5)` (3,346,538 parameters; 3.3M in Table 1); see
 configs/nasnet.py. `aux_logits=True` adds the auxiliary head on the last cell of the second stage
 (loss weight 0.4 in TF-slim); `drop_path_rate` is ScheduledDropPath's final rate.
+
+darts_cifar: DARTS' CIFAR-10 evaluation network (Liu et al. 2019, Sec. 3.2) for any genotype
+string (`genotype`, default DARTS V2; cvjax/nas/cell_space.py searches them): 20 cells (6 normal
+cells per stage, 2 reductions), 36 filters, a 3x3 stem of 3 x 36, each cell's inputs
+preprocessed by ReLU-conv-BN, no ReLU before the pool, the auxiliary head after the second
+reduction, PyTorch BatchNorm (eps 1e-5), no dropout. DARTS V2 has 3,349,342 parameters without
+the auxiliary head (3,825,768 with it): DARTS' train.py logs `param size = 3.349342MB` from
+`utils.count_parameters_in_MB`, which leaves the auxiliary head out (3.3M in Table 1). DARTS
+trains it with `aux_logits=True` (weight 0.4), `drop_path_rate=0.2` (raised linearly over the
+epochs there; fixed here, not scaled by depth) and cutout.
 """
 
 import functools
@@ -46,3 +56,26 @@ def _register(name: str, input_size: int, **kwargs) -> None:
 
 _register("nasnet_a_mobile", 224, num_cells=4, filters=44, stem_size=32)
 _register("nasnet_a_large", 331, num_cells=6, filters=168, stem_size=96, skip_reduction_input=True)
+
+
+# DARTS' CIFAR-10 evaluation network (Liu et al. 2019, Sec. 3.3): 6 normal cells per stage (20
+# cells), 36 initial channels, stem 3 x 36, the first cell preprocessing the stem's output.
+DARTS_CIFAR = dict(
+    num_cells=6,
+    filters=36,
+    stem_size=108,
+    cifar_stem=True,
+    preprocess_stem=True,
+    final_act=False,
+    aux_after_reduction=True,
+    scale_drop_path=False,
+    bn_eps=1e-5,
+)
+
+register(
+    "darts_cifar",
+    functools.partial(CellNetwork, genotype="DARTS_V2", drop_rate=0.0, **DARTS_CIFAR),
+    input_size=32,
+    num_classes=10,
+    family="nas",
+)

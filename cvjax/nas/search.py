@@ -198,6 +198,17 @@ def _finish(config, space, estimator, trials: list[dict], queries: int, workdir:
     return summary
 
 
+def load_best(path: str) -> dict:
+    """A search's best.json ({"arch", "space", "space_kwargs", "score", ...})."""
+    if not path.endswith(".json") or not os.path.isfile(path):
+        raise UserError(f"{path!r} is not a file; point it at a search's best.json")
+    with open(path) as f:
+        result = json.load(f)
+    if not isinstance(result, dict) or "arch" not in result or "space" not in result:
+        raise UserError(f"{path} has no 'arch' and 'space'; use a best.json written by a search")
+    return result
+
+
 def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Refuses to continue another search's trials.jsonl; records this search's config."""
     path = os.path.join(workdir, "search_config.json")
@@ -255,3 +266,49 @@ def _write_json(path: str, obj) -> None:
     with open(path + ".tmp", "w") as f:
         json.dump(obj, f, indent=2)
     os.replace(path + ".tmp", path)
+
+
+def proxy_search_config(
+    dataset: str,
+    full: bool,
+    strategy: str = "evolution",
+    budget: int = 0,
+    space: str = "nb201",
+) -> ml_collections.ConfigDict:
+    """A search that trains every candidate (estimator "train"), at smoke or full size.
+
+    Smoke (`full=False`, minutes on a 2-core CPU): 2,000 training examples, 1 epoch, 1,000
+    held-out examples as validation, 6 candidates, small networks (NB201: width 8 and one cell
+    per stage; MBConv and compound scaling: B0 at width 0.25; DARTS: 8 filters, one cell per
+    stage). Full (a GPU): NB201's 12-epoch proxy schedule (Dong & Yang 2020, Sec. 3: "H12";
+    Nesterov SGD lr 0.1, cosine, weight decay 5e-4, batch 256) on all training examples but
+    5,000 held out, 100 candidates, the spaces' full-size networks (NB201: C=16, N=5).
+    """
+    from cvjax.configs import base_config
+
+    config = base_config()
+    config.dataset = dataset
+    config.holdout = 5000 if full else 1000
+    config.train_examples = 0 if full else 2000
+    config.num_epochs = 12 if full else 1
+    config.batch_size = 256 if full else 128
+    config.optimizer.name = "nesterov"
+    config.learning_rate = 0.1
+    config.weight_decay = 5e-4
+    config.eval_every = "0"
+    config.checkpoint_every = "1ep"
+    config.keep_checkpoints = 1
+    config.search = search_defaults()
+    config.search.space = space
+    config.search.strategy = strategy
+    config.search.estimator = "train"
+    config.search.budget = budget or (100 if full else 6)
+    config.search.space_kwargs = {
+        "nb201": {"width": 16, "cells": 5} if full else {"width": 8, "cells": 1},
+        "mbconv": {"width_mult": 1.0 if full else 0.25},
+        "compound": {"base_width": 1.0 if full else 0.25},
+        "darts": {} if full else {"filters": 8, "num_cells": 1},
+    }[space]
+    if not full:
+        config.search.population, config.search.sample_size = 3, 2
+    return config

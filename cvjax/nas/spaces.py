@@ -12,6 +12,7 @@ params and GMACs, for constraints and the Pareto front).
 """
 
 import abc
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -58,16 +59,18 @@ class SearchSpace(abc.ABC):
 
         name, kwargs = self.model(arch)
         size = self.resolution(arch) or self.image_size
+        kwargs = {"num_classes": self.num_classes, **kwargs}
         return {
             "params": float(count_params(name, size, **kwargs)),
             "gmacs": float(gmacs(name, size, **kwargs)),
         }
 
     image_size: int = 32  # The data shape `cost` assumes.
+    num_classes: int = 10  # The classifier `cost` assumes.
 
     def size(self) -> int:
         """The number of choice combinations (valid or not)."""
-        return int(np.prod(self.cardinalities(), dtype=np.int64))
+        return math.prod(self.cardinalities())
 
     def sample(self, rng: np.random.Generator) -> str:
         """A uniformly random valid architecture."""
