@@ -308,9 +308,10 @@ def test_tiny_real_training_search_and_training_its_best(tmp_path):
     workdir = tmp_path / "search"
     best = search.run(config, str(workdir))
     trials = read_trials(workdir)
-    assert len(trials) == 2 and 0.0 <= best["score"] <= 1.0
+    assert len(trials) == 2 and 0.0 <= best["score"] <= 100.0
+    assert trials[0]["score"] == 100 * trials[0]["metrics"]["eval/accuracy"]
     assert all(os.listdir(workdir / "trials" / f"{i:05d}" / "checkpoints") for i in range(2))
-    assert best["score"] == max(t["score"] for t in trials) > 0.15  # Above chance (0.1).
+    assert best["score"] == max(t["score"] for t in trials) > 15  # Above chance (10%).
 
     train = nas_train.get_config(f"arch={workdir / 'best.json'},dataset=digits,proxy=True")
     assert train.model == "nb201" and train.model_kwargs.arch == best["arch"]
@@ -319,3 +320,35 @@ def test_tiny_real_training_search_and_training_its_best(tmp_path):
     assert full.model_kwargs.width == 16 and full.num_epochs == 200
     with pytest.raises(UserError, match="best.json"):
         nas_train.get_config(f"arch={tmp_path / 'missing.json'}")
+
+
+@pytest.mark.parametrize("name", ["nas_mnist", "nas_cifar10", "nas_mbconv", "nas_compound"])
+def test_real_training_configs_build_their_candidates(name):
+    import importlib
+
+    config = importlib.import_module(f"configs.{name}").get_config()
+    assert config.search.estimator == "train" and config.holdout > 0
+    space = get_space(config.search.space, **config.search.space_kwargs)
+    arch = space.sample(np.random.default_rng(0))
+    trial = estimators.TrainEstimator(config, space).trial_config(arch)
+    assert "search" not in trial and trial.model == space.model(arch)[0]
+    model = models.create(trial.model, num_classes=10, **trial.model_kwargs)
+    size = trial.image_size or 32
+    logits = jax.eval_shape(
+        lambda: model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))[0]
+    )
+    assert logits.shape == (1, 10)
+
+
+def test_compound_search_result_scales_efficientnet(tmp_path):
+    from configs import efficientnet
+
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"arch": "alpha=1.40,beta=1.05,gamma=1.10", "space": "compound"}))
+    config = efficientnet.get_config(f"phi=2,coefficients={best}")
+    assert config.model_kwargs.depth_mult == pytest.approx(1.4**2)
+    assert config.model_kwargs.width_mult == pytest.approx(1.05**2)
+    assert config.image_size == 40  # 32 * 1.1^2 = 38.7, to a multiple of 8.
+    best.write_text(json.dumps({"arch": ALL_CONV, "space": "nb201"}))
+    with pytest.raises(UserError, match="not compound"):
+        efficientnet.get_config(f"phi=2,coefficients={best}")

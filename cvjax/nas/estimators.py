@@ -112,8 +112,8 @@ class TrainEstimator(Estimator):
     epochs and optimizer) with the candidate's model from `space.model(arch)` in `trial_dir`; an
     interrupted trial resumes from its checkpoints. The score is `metric` of the final evaluation
     ("eval/accuracy": on the held-out examples when `config.holdout` > 0, which a search should
-    use so that the test split stays unseen). Set jax's persistent compilation cache (cvjax.main
-    does) so that a repeated candidate shape skips compilation.
+    use so that the test split stays unseen), in % for accuracies. With jax's persistent
+    compilation cache (cvjax.main sets it) a candidate compiled before compiles from disk.
     """
 
     def __init__(
@@ -143,4 +143,7 @@ class TrainEstimator(Estimator):
                 f"training reports {sorted(result)}, not {self.metric!r}; "
                 "fix --config.search.metric"
             )
-        return {"score": float(result[self.metric]), **{k: float(v) for k, v in result.items()}}
+        score = float(result[self.metric])
+        if self.metric.endswith("accuracy"):
+            score *= 100.0  # In %, as the benchmark tables and the supernet's scores.
+        return {"score": score, **{k: float(v) for k, v in result.items()}}

@@ -108,7 +108,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     strategy = create_strategy(s.strategy, space, config.seed, accept, **kwargs)
     estimator = make_estimator(config, space)
     trials_path = os.path.join(workdir, "trials.jsonl")
-    recorded = _read_trials(trials_path)
+    recorded = read_trials(trials_path)
     estimator.prepare(workdir)
 
     scores: dict[str, float] = {}
@@ -142,7 +142,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             first = next(t for t in trials if t["arch"] == arch)
             trial = {**first, "trial": n, "repeat": True, "wall_s": 0.0}
             trial["elapsed_s"] = time.perf_counter() - start
-            _append(trials_path, trial)
+            append_record(trials_path, trial)
         else:
             t0 = time.perf_counter()
             result = estimator.evaluate(arch, os.path.join(workdir, "trials", f"{n:05d}"))
@@ -155,7 +155,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "wall_s": time.perf_counter() - t0,
                 "elapsed_s": time.perf_counter() - start,
             }
-            _append(trials_path, trial)
+            append_record(trials_path, trial)
             logging.info("trial %d: %.4f %s", n, trial["score"], arch)
         trials.append(trial)
         scores[arch] = trial["score"]
@@ -186,8 +186,8 @@ def _finish(config, space, estimator, trials: list[dict], queries: int, workdir:
         summary["table_optimum"] = estimator.best()[1]
     points = [(t["cost"]["gmacs"], t["score"]) for t in trials]
     front = plot.pareto_front(points)
-    _write_json(os.path.join(workdir, "pareto.json"), [trials[i] for i in front])
-    _write_json(os.path.join(workdir, "best.json"), summary)
+    write_json(os.path.join(workdir, "pareto.json"), [trials[i] for i in front])
+    write_json(os.path.join(workdir, "best.json"), summary)
     if s.get("pictures", True):
         try:
             plot.plot_pareto(points, os.path.join(workdir, "pareto.png"), front=front)
@@ -227,10 +227,11 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                     f"{workdir} holds a search with {'.'.join(key)}={old!r}, not {new!r}; "
                     "use a new --workdir to start another search"
                 )
-    _write_json(path, current)
+    write_json(path, current)
 
 
-def _read_trials(path: str) -> list[dict]:
+def read_trials(path: str) -> list[dict]:
+    """trials.jsonl's records; a half-written last line (a kill mid-write) is dropped."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
@@ -255,17 +256,54 @@ def _read_trials(path: str) -> list[dict]:
     return trials
 
 
-def _append(path: str, record: dict) -> None:
+def append_record(path: str, record: dict) -> None:
+    """Appends one JSON line and syncs it to disk before returning."""
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
-def _write_json(path: str, obj) -> None:
+def write_json(path: str, obj) -> None:
+    """Writes JSON atomically: a reader sees the old file or the new one, never half of one."""
     with open(path + ".tmp", "w") as f:
         json.dump(obj, f, indent=2)
     os.replace(path + ".tmp", path)
+
+
+def weight_sharing_config(dataset: str, full: bool, strategy: str) -> ml_collections.ConfigDict:
+    """A weight-sharing search on the NB201 space: SPOS + a query strategy, or DARTS.
+
+    Smoke (`full=False`, about a minute or two on a 2-core CPU): width-8 supernet with one cell
+    per stage, 4,096 training and 1,024 held-out examples, 3 epochs, 8 validation batches per
+    score; 20 queries. Full (a GPU): NB201's C=16, N=5 supernet with DARTS' search settings
+    (50 epochs, batch 64, SGD lr 0.025 cosine; `supernet_defaults`) and DARTS' half/half split
+    of the training set; 100 queries.
+    """
+    from cvjax.configs import base_config
+    from cvjax.nas.darts import darts_defaults
+    from cvjax.nas.supernet import supernet_defaults
+
+    config = base_config()
+    config.dataset = dataset
+    config.search = search_defaults()
+    config.search.space = "nb201"
+    config.search.strategy = strategy
+    config.search.estimator = "supernet"
+    config.search.budget = 100 if full else 20
+    config.supernet = supernet_defaults()
+    config.darts = darts_defaults()
+    train = dataset in ("mnist", "fashion_mnist", "digits")
+    if full:
+        config.holdout = 25_000 if not train else 30_000
+    else:
+        config.holdout, config.train_examples = 1024, 4096
+        for c in (config.supernet, config.darts):
+            c.epochs, c.width, c.cells, c.learning_rate, c.eval_batches = 3, 8, 1, 0.05, 8
+    if train:  # Digits: a shifted crop, never a mirror image.
+        config.augment.crop_padding, config.augment.flip = 2, False
+    config.search.space_kwargs = {"width": config.supernet.width, "cells": config.supernet.cells}
+    return config
 
 
 def proxy_search_config(

@@ -145,6 +145,15 @@ def train_on_batch(
     return new_state, metrics.classification_sums(logits, y, per_example)
 
 
+def batch_index(
+    perm: jax.Array, step: jax.Array, batch_size: int, steps_per_epoch: int, sharding
+) -> jax.Array:
+    """The example indices of step `step`'s batch: its slice of the epoch's order `perm`."""
+    start = (step % steps_per_epoch) * batch_size
+    index = jax.lax.dynamic_slice(perm, (start,), (batch_size,))
+    return jax.lax.with_sharding_constraint(index, sharding)
+
+
 def make_train_step(
     model: flax.linen.Module, tx: optax.GradientTransformation, cfg: StepConfig, mesh: Mesh
 ) -> Callable:
@@ -155,9 +164,7 @@ def make_train_step(
     sharding = batch_sharded(mesh)
 
     def train_step(state: TrainState, images, labels, perm):
-        start = (state.step % cfg.steps_per_epoch) * cfg.batch_size
-        index = jax.lax.dynamic_slice(perm, (start,), (cfg.batch_size,))
-        index = jax.lax.with_sharding_constraint(index, sharding)
+        index = batch_index(perm, state.step, cfg.batch_size, cfg.steps_per_epoch, sharding)
         return train_on_batch(model, tx, cfg, state, images[index], labels[index])
 
     return jax.jit(train_step, donate_argnums=(0,))
