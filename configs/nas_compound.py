@@ -10,7 +10,7 @@ The space is cvjax/nas/mbconv.py's `CompoundSpace`: alpha in 1.0..2.0, beta and 
 1.2, 1.1, 1.15 is one). Each candidate is B0 (at width `base_width`) with depth x alpha, width x
 beta, and input size 32 x gamma (CIFAR's images resized). The paper grid-searched B0 on
 ImageNet; here the proxy is small: B0 at width 0.25, 2,000 training images for 1 epoch, 1,000
-held out, 6 candidates (`:full=True`: width 1.0, 12 epochs, 100 candidates = the whole grid, on
+held out, 3 candidates (`:full=True`: width 1.0, 12 epochs, 100 of the 109 triples, on
 a GPU). best.json's coefficients then scale B0 with configs/efficientnet.py's `phi`.
 
 Config args: dataset (default cifar10), full, strategy, budget.

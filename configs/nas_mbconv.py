@@ -8,7 +8,7 @@ The space is cvjax/nas/mbconv.py's `MBConvSpace` (strings like "k3e6se1d2-k5e3se
 group per B0 stage; B0's widths and strides). `--config.search.max_gmacs` / `max_params` keep
 the search under a compute target, as MnasNet's latency target does, and pareto.json/.png give
 the accuracy-vs-GMACs front of everything evaluated. Smoke size by default (B0 at width 0.25,
-32x32 inputs, 2,000 training images for 1 epoch, 1,000 held out, 6 candidates; see
+32x32 inputs, 2,000 training images for 1 epoch, 1,000 held out, 3 candidates; see
 `cvjax.nas.search.proxy_search_config`); `:full=True` for width 1.0, NB201's 12-epoch proxy and
 100 candidates on a GPU.
 

@@ -7,7 +7,7 @@ Each candidate cell trains with the ordinary engine in <workdir>/trials/<n>/ (re
 scored by its accuracy on held-out training examples, never the test split; trials.jsonl,
 best.json, pareto.json/.png and best_cell.png are written as in configs/nas_bench201.py, and a
 rerun resumes the search. `cvjax.nas.search.proxy_search_config` has both sizes:
-- smoke (default): width-8 networks with 1 cell per stage, 2,000 training images, 1 epoch,
+- smoke (default): width-8 networks with 1 cell per stage, 8,000 training images, 2 epochs,
   1,000 held-out images, 6 candidates of regularized evolution (P=3, S=2);
 - `:full=True`: NB201's C=16, N=5 networks, 12 epochs on 55,000 images, 5,000 held out, 100
   candidates (a GPU job).

@@ -66,4 +66,6 @@ def get_config(arg=None):
         config.schedule.name = "warmup_cosine"
         config.schedule.warmup_epochs = 5
         config.weight_decay = 1e-5
+    if arg.dataset in ("mnist", "fashion_mnist", "digits"):  # Shifted crops, never mirrored.
+        config.augment.crop_padding, config.augment.flip = 2, False
     return shorten(config, arg.epochs)

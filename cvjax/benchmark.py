@@ -2,11 +2,19 @@
 
     python -m cvjax.benchmark --model=resnet50 --batch_size=32 --image_size=224 --mode=train
 
-Reports compile_s, the median step_ms over --steps timed steps after --warmup steps, and
-images_per_sec; `--json` prints one JSON object with those keys.
+Reports compile_s, the median step_ms over --steps timed steps after --warmup steps,
+images_per_sec and peak memory (the device's peak where the backend reports one, else the
+process's peak resident memory); `--json` prints one JSON object with those keys.
+
+`--compare` times the same step of the model's PyTorch twin (cvjax/bench_torch.py; PyTorch is an
+optional dependency) on the same machine right after, and adds pytorch_step_ms and
+ratio_vs_pytorch (cvjax's step time / PyTorch's; below 1 is faster):
+
+    python -m cvjax.benchmark --model=resnet20 --batch_size=128 --mode=train --compare
 """
 
 import json
+import resource
 import statistics
 import time
 
@@ -29,6 +37,9 @@ _HALF = flags.DEFINE_bool("half_precision", False, "bfloat16 compute.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (the median is reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object.")
+_COMPARE = flags.DEFINE_bool(
+    "compare", False, "Also time the PyTorch twin (cvjax/bench_torch.py) and print the ratio."
+)
 _MODEL_KWARGS = flags.DEFINE_string(
     "model_kwargs", "{}", "create() kwargs as JSON, e.g. '{\"cifar_stem\": true}'."
 )
@@ -95,9 +106,11 @@ def run(
     step_s = statistics.median(times)
     result = {
         "model": model_name,
+        "model_kwargs": model_kwargs or {},
         "mode": mode,
         "batch_size": batch_size,
         "image_size": size,
+        "num_classes": classes,
         "half_precision": half_precision,
         "devices": mesh.size,
         "backend": jax.default_backend(),
@@ -108,7 +121,46 @@ def run(
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         result["peak_memory_mb"] = stats["peak_bytes_in_use"] / 2**20
+        result["peak_memory_kind"] = "device"
+    else:  # CPU: XLA keeps no allocator statistics; the process's peak RSS bounds it.
+        result["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+        result["peak_memory_kind"] = "host peak RSS"
     return result
+
+
+def compare(result: dict, steps: int, warmup: int) -> dict:
+    """`result` with the PyTorch twin's step time and the ratio (cvjax / PyTorch) added."""
+    from cvjax import bench_torch
+    from cvjax.errors import UserError
+    from cvjax.models.__main__ import count_params
+
+    if result["half_precision"] or result["model_kwargs"]:
+        raise UserError(
+            "--compare times the default float32 model; drop --half_precision and --model_kwargs"
+        )
+    torch_result = bench_torch.run(
+        result["model"],
+        result["batch_size"],
+        result["image_size"],
+        result["num_classes"],
+        result["mode"],
+        steps,
+        warmup,
+    )
+    params = count_params(result["model"], result["image_size"], num_classes=result["num_classes"])
+    if params != torch_result["params"]:
+        raise UserError(
+            f"the PyTorch twin of {result['model']} has {torch_result['params']:,} parameters, "
+            f"cvjax's {params:,}: not the same network"
+        )
+    return {
+        **result,
+        "params": params,
+        "pytorch": torch_result["framework"],
+        "pytorch_threads": torch_result["threads"],
+        "pytorch_step_ms": torch_result["step_ms"],
+        "ratio_vs_pytorch": result["step_ms"] / torch_result["step_ms"],
+    }
 
 
 def _parse_kwargs(text: str) -> dict:
@@ -136,6 +188,13 @@ def main(argv):
         _WARMUP.value,
         _parse_kwargs(_MODEL_KWARGS.value),
     )
+    if _COMPARE.value:
+        from cvjax.errors import UserError
+
+        try:
+            result = compare(result, _STEPS.value, _WARMUP.value)
+        except UserError as error:
+            raise app.UsageError(str(error)) from None
     if _JSON.value:
         print(json.dumps(result))
     else:

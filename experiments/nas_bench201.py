@@ -76,6 +76,46 @@ def summarize(curves: np.ndarray, optimum: float) -> dict:
     return out
 
 
+def why(table, optimum: float) -> list[str]:
+    """The landscape facts that explain the ranking, measured on the table."""
+    from cvjax.nas import get_space
+
+    space = get_space("nb201")
+    scores = {a: v[table.metric] for a, v in table.table.items()}
+    values = np.array(list(scores.values()))
+    rng = np.random.default_rng(0)
+    archs = list(scores)
+    pairs = []
+    for _ in range(5000):
+        parent = archs[int(rng.integers(len(archs)))]
+        pairs.append((scores[parent], scores[space.mutate(parent, rng)]))
+    corr = float(np.corrcoef(np.array(pairs).T)[0, 1])
+    share = {t: (values >= t).mean() * 100 for t in (93.5, 94.0)}
+    top = int((values >= optimum - 0.02).sum())
+    expected = 1 - (1 - share[94.0] / 100) ** 200
+    return [
+        "Why:",
+        "",
+        f"- Good cells are rare: {share[93.5]:.1f}% of the 15,625 cells reach 93.5% and "
+        f"{share[94.0]:.2f}% reach 94.0%; {top} are within 0.02 of the optimum. Random search "
+        f"finds a 94% cell in 200 queries with probability {expected:.0%}, and it gets no "
+        "closer by looking harder: each query is independent.",
+        f"- The landscape is smooth under one-edge mutations (the accuracy of a cell and of a "
+        f"random one-edge mutant correlate at r = {corr:.2f} over 5,000 pairs), which is what "
+        "regularized evolution exploits: tournaments pick parents among the best recent cells, "
+        "their mutants are mostly good, and aging keeps the population moving instead of "
+        "settling on one early lucky cell.",
+        "- REINFORCE learns one independent distribution per edge, so it can only express "
+        '"3x3 convolutions are good on most edges", not which combination is best; with '
+        "~200 noisy rewards and an EMA baseline it concentrates slowly (lr 0.05), and a faster "
+        "rate (0.2) collapses early on a near-optimal cell and then proposes only cells it has "
+        "seen (some seeds stop short of 200 distinct cells). It ends between random search "
+        "and evolution, the order NAS-Bench-201 reports (REA 93.92 > REINFORCE 93.85 > "
+        "random 93.70 at its budget).",
+        "",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
@@ -133,6 +173,7 @@ def main() -> None:
         optimum=optimum,
         title=f"NAS-Bench-201 CIFAR-10 test accuracy, {args.seeds} seeds",
         optimum_label="table optimum",
+        ylim=(92.5, optimum + 0.15),  # The first queries start far below; zoom on the race.
     )
     with open(os.path.join(args.out, "nas_bench201.json"), "w") as f:
         json.dump(
@@ -178,6 +219,7 @@ def main() -> None:
         "![mean best accuracy vs queries](nas_bench201.png)",
         "",
     ]
+    md += why(table, optimum)
     if not args.no_variants:
         md += [
             "Strategy settings (same seeds and budgets):",

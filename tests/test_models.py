@@ -216,3 +216,26 @@ def test_in_channels_is_checked_against_the_input():
     assert variables["params"]["ConvBN_0"]["Conv_0"]["kernel"].shape == (3, 3, 1, 16)
     with pytest.raises(UserError, match="create it with in_channels=3"):
         jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 32, 32, 3))), variables)
+
+
+@pytest.mark.parametrize(
+    "window, strides, padding",
+    [((3, 3), (1, 1), ((1, 1), (1, 1))), ((3, 3), (2, 2), "SAME"), ((2, 3), (1, 2), "SAME")],
+)
+def test_avg_pool_exclude_pad_is_flaxs_without_a_batch_sized_divisor(window, strides, padding):
+    import flax.linen as nn
+
+    from cvjax.models.layers import avg_pool_exclude_pad
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 7, 3))
+    chex.assert_trees_all_close(
+        avg_pool_exclude_pad(x, window, strides, padding),
+        nn.avg_pool(x, window, strides, padding, count_include_pad=False),
+        atol=1e-6,
+    )
+    # Flax pools a divisor of ones shaped like the batch, which XLA constant-folds at compile time
+    # (44 s a layer for a 256x28x28x16 batch); here the divisor is a literal and only `x` itself
+    # is pooled.
+    jaxpr = jax.make_jaxpr(lambda v: avg_pool_exclude_pad(v, window, strides, padding))(x)
+    pooled = [e.invars[0].aval.shape for e in jaxpr.eqns if "reduce_window" in e.primitive.name]
+    assert pooled == [x.shape]

@@ -352,3 +352,21 @@ def test_compound_search_result_scales_efficientnet(tmp_path):
     best.write_text(json.dumps({"arch": ALL_CONV, "space": "nb201"}))
     with pytest.raises(UserError, match="not compound"):
         efficientnet.get_config(f"phi=2,coefficients={best}")
+
+
+@pytest.mark.parametrize("name", ["nas_supernet", "nas_darts"])
+def test_weight_sharing_configs_are_complete(name):
+    import importlib
+
+    from cvjax.nas.darts import darts_defaults
+    from cvjax.nas.supernet import merge_settings, supernet_defaults
+
+    config = importlib.import_module(f"configs.{name}").get_config()
+    assert config.search.estimator == "supernet" and config.holdout >= config.supernet.batch_size
+    # Every key is one the supernet knows (an unknown one would be a UserError there).
+    merge_settings(config, "supernet", supernet_defaults())
+    settings = merge_settings(config, "darts", darts_defaults())
+    assert (settings.width, settings.cells) == (8, 1)  # CPU smoke size by default.
+    full = importlib.import_module(f"configs.{name}").get_config("full=True")
+    assert (full.supernet.width, full.supernet.cells) == (16, 5) and full.holdout == 30_000
+    assert config.search.strategy == ("darts" if name == "nas_darts" else "evolution")

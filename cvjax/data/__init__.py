@@ -9,4 +9,11 @@ from cvjax.data.sources import (
     train_split,
 )
 
-__all__ = ["STANDARD_STATS", "ArrayDataset", "channel_stats", "dataset_names", "load", "train_split"]
+__all__ = [
+    "STANDARD_STATS",
+    "ArrayDataset",
+    "channel_stats",
+    "dataset_names",
+    "load",
+    "train_split",
+]

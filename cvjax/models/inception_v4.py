@@ -25,7 +25,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cvjax.models.layers import Classifier, ConvBN, DropPath, Dtype, conv, model_input
+from cvjax.models.layers import (
+    Classifier,
+    ConvBN,
+    DropPath,
+    Dtype,
+    avg_pool_exclude_pad,
+    conv,
+    model_input,
+)
 from cvjax.models.registry import register
 
 BN_EPS = 1e-3  # TF-slim's BatchNorm epsilon, kept by timm's ports.
@@ -95,7 +103,7 @@ def concat_branches(
         outs.append(jnp.concatenate(ends, axis=-1))
     if pool == "avg":
         # PyTorch's AvgPool2d(3, 1, 1, count_include_pad=False), TF's "SAME" average pool.
-        pooled = nn.avg_pool(x, (3, 3), padding=((1, 1), (1, 1)), count_include_pad=False)
+        pooled = avg_pool_exclude_pad(x, (3, 3), padding=((1, 1), (1, 1)))
         outs.append(_chain(pooled, pool_specs, train, dtype, f"branch{len(outs)}", width))
     elif pool == "max":
         pooled = _max_pool(x, pool_strides, pool_padding)

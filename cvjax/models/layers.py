@@ -190,6 +190,37 @@ class DropPath(nn.Module):
         return jnp.where(mask, x / keep, 0).astype(x.dtype)
 
 
+def avg_pool_exclude_pad(
+    x: jax.Array,
+    window: tuple[int, int],
+    strides: tuple[int, int] = (1, 1),
+    padding: str | tuple[tuple[int, int], tuple[int, int]] = "SAME",
+) -> jax.Array:
+    """Average pooling that leaves padding out of each average (PyTorch's
+    `count_include_pad=False`, TensorFlow's "SAME" average pool).
+
+    The divisor depends on the shape only, so it is computed here with numpy and enters the
+    program as a literal. `nn.avg_pool(..., count_include_pad=False)` pools a batch-shaped array
+    of ones instead, which XLA constant-folds at compile time: 44 s per pooling layer for a
+    batch of 256 28x28x16 maps on a CPU.
+    """
+    if isinstance(padding, str):
+        pads = jax.lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
+    else:
+        pads = [tuple(p) for p in padding]
+
+    def counts(length: int, size: int, stride: int, pad: tuple[int, int]) -> np.ndarray:
+        starts = np.arange(0, length + sum(pad) - size + 1, stride) - pad[0]
+        return np.minimum(starts + size, length) - np.maximum(starts, 0)
+
+    rows, cols = (
+        counts(n, k, s, p) for n, k, s, p in zip(x.shape[1:3], window, strides, pads, strict=True)
+    )
+    divisor = np.outer(rows, cols).astype(np.float32)[None, :, :, None]
+    summed = nn.pool(x, 0.0, jax.lax.add, window, strides, pads)
+    return summed / jnp.asarray(divisor, x.dtype)
+
+
 def global_avg_pool(x: jax.Array) -> jax.Array:
     return jnp.mean(x, axis=(1, 2))
 

@@ -26,13 +26,20 @@ import jax
 import jax.numpy as jnp
 
 from cvjax.errors import UserError
-from cvjax.models.layers import Classifier, Dtype, batch_norm, conv, model_input
+from cvjax.models.layers import (
+    Classifier,
+    Dtype,
+    avg_pool_exclude_pad,
+    batch_norm,
+    conv,
+    model_input,
+)
 from cvjax.models.registry import register
 from cvjax.nas.nb201 import EDGES, OPS, edge_ops
 
 # The benchmark's best CIFAR-10 cell family (94.37% in the shared table), the default arch.
-BEST_CIFAR10 = (
-    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+BEST_CIFAR10 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+" + (
+    "|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 )
 
 
@@ -57,13 +64,19 @@ def apply_op(op: str, x: jax.Array, train: bool, dtype: Dtype, name: str) -> jax
     if op == "skip_connect":
         return x
     if op == "avg_pool_3x3":
-        return nn.avg_pool(x, (3, 3), (1, 1), ((1, 1), (1, 1)), count_include_pad=False)
+        return avg_pool_exclude_pad(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
     kernel = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}[op]
     return ReLUConvBN(x.shape[-1], kernel, dtype=dtype, name=name)(x, train)
 
 
 class NB201Cell(nn.Module):
-    """Node j = sum over i < j of op(i -> j)(node i); the output is node 3."""
+    """Node j = sum over i < j of op(i -> j)(node i); the output is node 3.
+
+    A node with only `none` inputs is zero. Pooling or passing it on adds nothing, so those
+    edges are left out (None below) rather than computed on an array of zeros: XLA would fold
+    such a constant at compile time, seconds per layer at training batch sizes. A convolution
+    of it is kept (its BN adds a learned bias to zeros); the values are the same either way.
+    """
 
     arch: str  # "" = supernet cell.
     dtype: Dtype = jnp.float32
@@ -71,12 +84,15 @@ class NB201Cell(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, arch_weights: jax.Array | None) -> jax.Array:
         ops = edge_ops(self.arch) if self.arch else None
-        nodes = [x]
+        nodes: list[jax.Array | None] = [x, None, None, None]
         for e, (target, source) in enumerate(EDGES):
-            if source == 0:
-                nodes.append(None)  # First edge into `target`: start its sum.
             if ops is not None:
-                out = apply_op(ops[e], nodes[source], train, self.dtype, f"edge{target}{source}")
+                op, inputs = ops[e], nodes[source]
+                if op == "none" or (inputs is None and "conv" not in op):
+                    continue  # Contributes exactly zero.
+                if inputs is None:
+                    inputs = jnp.zeros_like(x)
+                out = apply_op(op, inputs, train, self.dtype, f"edge{target}{source}")
             else:
                 out = sum(
                     arch_weights[e, k].astype(x.dtype)
@@ -85,7 +101,7 @@ class NB201Cell(nn.Module):
                     if op != "none"  # Weight times zeros: nothing to add.
                 )
             nodes[target] = out if nodes[target] is None else nodes[target] + out
-        return nodes[-1]
+        return jnp.zeros_like(x) if nodes[-1] is None else nodes[-1]
 
 
 class ResidualReduction(nn.Module):

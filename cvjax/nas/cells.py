@@ -33,6 +33,7 @@ from cvjax.models.layers import (
     DropPath,
     Dtype,
     SeparableConv,
+    avg_pool_exclude_pad,
     batch_norm,
     conv,
     model_input,
@@ -142,7 +143,7 @@ class Pool(nn.Module):
         if self.kind == "max":
             x = nn.max_pool(x, window, strides, padding="SAME")
         else:
-            x = nn.avg_pool(x, window, strides, padding="SAME", count_include_pad=False)
+            x = avg_pool_exclude_pad(x, window, strides, padding="SAME")
         if x.shape[-1] != self.features:
             x = ConvBN(self.features, 1, act=None, eps=self.eps, dtype=self.dtype, name="conv")(
                 x, train

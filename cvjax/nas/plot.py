@@ -364,12 +364,13 @@ def plot_search_curves(
     band: str = "standard error",
     optimum_label: str = "published optimum",
     log_x: bool = False,
+    ylim: tuple[float, float] | None = None,
 ) -> str:
     """Mean best score vs number of queries, one line per strategy (Real et al. 2019, Fig. 3).
 
     `curves[name] = (queries, mean, spread)`: the shaded band is mean ± spread, where `band` names
     what spread is (the standard error over seeds by default; say "std" if it is the std).
-    `optimum` draws a dashed line labelled "<optimum_label> <value>".
+    `optimum` draws a dashed line labelled "<optimum_label> <value>"; `ylim` zooms the y axis.
     """
     if not curves:
         raise UserError("plot_search_curves needs at least one curve")
@@ -388,6 +389,8 @@ def plot_search_curves(
         ax.axhline(optimum, color="black", ls="--", lw=1.2, label=f"{optimum_label} {optimum:.2f}")
     if log_x:
         ax.set_xscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel("number of queries")
     ax.set_ylabel(ylabel)
     ax.set_title(title + ("\n" if title else "") + f"shaded: mean ± 1 {band}", fontsize=10)
