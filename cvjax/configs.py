@@ -4,9 +4,15 @@ A config file under configs/ is a plain `get_config(arg)` (big_vision style): it
 `base_config()`, sets what its experiment needs, and documents the command and the measured result.
 """
 
+import os
+
 import ml_collections
 
 from cvjax.errors import UserError
+
+# XLA's persistent compilation cache, on by default in `cvjax.main` and `cvjax.benchmark`: a
+# second run of the same program loads it from disk instead of compiling (BENCHMARKS.md).
+COMPILATION_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "cvjax", "xla")
 
 
 def base_config() -> ml_collections.ConfigDict:

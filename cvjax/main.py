@@ -15,6 +15,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cvjax.configs import COMPILATION_CACHE
+
 _DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(__file__)), "configs", "quickstart.py"
 )
@@ -42,7 +44,7 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --coordinator
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --coordinator_address.")
 _COMPILE_CACHE = flags.DEFINE_string(
     "compilation_cache",
-    os.path.join(os.path.expanduser("~"), ".cache", "cvjax", "xla"),
+    COMPILATION_CACHE,
     "Persistent XLA compilation cache directory; '' disables it.",
 )
 
