@@ -60,7 +60,6 @@ class DartsCellSpace(SearchSpace):
             )
         self.filters, self.num_cells = filters, num_cells
         self.image_size, self.num_classes = image_size, num_classes
-        self._costs: dict[str, dict[str, float]] = {}
 
     def cardinalities(self) -> tuple[int, ...]:
         per_cell = [n for inputs in _edge_inputs() for n in (len(OPS), inputs)]
@@ -136,12 +135,6 @@ class DartsCellSpace(SearchSpace):
             "stem_size": 3 * self.filters,
         }
 
-    def cost(self, arch: str) -> dict[str, float]:
-        key = self.canonical(arch)  # Swapped edges have the same parameters and MACs.
-        if key not in self._costs:
-            self._costs[key] = _cost(*self.model(key), self.image_size, self.num_classes)
-        return dict(self._costs[key])
-
 
 def parse(arch: str) -> Genotype:
     """The genotype of a string of this space (a genotype repr, JSON or a name in GENOTYPES);
@@ -167,16 +160,6 @@ def parse(arch: str) -> Genotype:
                 f"{', '.join(OPS)}"
             )
     return genotype
-
-
-def _cost(name: str, kwargs: dict, image_size: int, num_classes: int) -> dict[str, float]:
-    from cvjax.models.__main__ import count_params, gmacs
-
-    kwargs = {**kwargs, "num_classes": num_classes}
-    return {
-        "params": float(count_params(name, image_size, **kwargs)),
-        "gmacs": float(gmacs(name, image_size, **kwargs)),
-    }
 
 
 register_space("darts", DartsCellSpace)

@@ -52,26 +52,7 @@ _FORMAT = (
 Block = tuple[int, int, bool, int]  # kernel, expansion, squeeze-excitation, depth
 
 
-class _MeasuredSpace(SearchSpace):
-    """`cost` measured on the built model (cvjax.models count_params / gmacs), once per arch."""
-
-    num_classes: int = 10
-
-    def cost(self, arch: str) -> dict[str, float]:
-        if arch not in self._costs:
-            from cvjax.models.__main__ import count_params, gmacs
-
-            name, kwargs = self.model(arch)
-            kwargs = {**kwargs, "num_classes": self.num_classes}
-            size = self.resolution(arch) or self.image_size
-            self._costs[arch] = {
-                "params": float(count_params(name, size, **kwargs)),
-                "gmacs": float(gmacs(name, size, **kwargs)),
-            }
-        return dict(self._costs[arch])
-
-
-class MBConvSpace(_MeasuredSpace):
+class MBConvSpace(SearchSpace):
     """Kernel, expansion, SE and depth of each EfficientNet-B0 stage (module docstring)."""
 
     name = "mbconv"
@@ -96,7 +77,6 @@ class MBConvSpace(_MeasuredSpace):
         )
         self.width_mult, self.cifar_stem, self.bn_momentum = width_mult, cifar_stem, bn_momentum
         self.image_size, self.num_classes = image_size, num_classes
-        self._costs: dict[str, dict[str, float]] = {}
 
     def cardinalities(self) -> tuple[int, ...]:
         return tuple(
@@ -181,7 +161,7 @@ PAPER_ARCH = "alpha=1.20,beta=1.10,gamma=1.15"
 _KEYS = ("alpha", "beta", "gamma")
 
 
-class CompoundSpace(_MeasuredSpace):
+class CompoundSpace(SearchSpace):
     """alpha, beta, gamma with alpha * beta^2 * gamma^2 within `tolerance` of `target` (module
     docstring); a model is B0 at phi = 1 on top of the base proxy."""
 
@@ -209,7 +189,6 @@ class CompoundSpace(_MeasuredSpace):
         self.base_resolution, self.resolution_multiple = base_resolution, resolution_multiple
         self.cifar_stem, self.num_classes, self.bn_momentum = cifar_stem, num_classes, bn_momentum
         self.image_size = base_resolution
-        self._costs: dict[str, dict[str, float]] = {}
 
     def cardinalities(self) -> tuple[int, ...]:
         return (len(ALPHAS), len(BETAS), len(GAMMAS))

@@ -54,16 +54,21 @@ class SearchSpace(abc.ABC):
         return arch
 
     def cost(self, arch: str) -> dict[str, float]:
-        """{"params": ..., "gmacs": ...} of `arch` at the space's default data shape."""
+        """{"params": ..., "gmacs": ...} of `arch` at the space's default data shape, measured on
+        the built model once per canonical architecture (equivalent ones cost the same)."""
         from cvjax.models.__main__ import count_params, gmacs
 
-        name, kwargs = self.model(arch)
-        size = self.resolution(arch) or self.image_size
-        kwargs = {"num_classes": self.num_classes, **kwargs}
-        return {
-            "params": float(count_params(name, size, **kwargs)),
-            "gmacs": float(gmacs(name, size, **kwargs)),
-        }
+        costs = self.__dict__.setdefault("_costs", {})
+        key = self.canonical(arch)
+        if key not in costs:
+            name, kwargs = self.model(key)
+            size = self.resolution(key) or self.image_size
+            kwargs = {"num_classes": self.num_classes, **kwargs}
+            costs[key] = {
+                "params": float(count_params(name, size, **kwargs)),
+                "gmacs": float(gmacs(name, size, **kwargs)),
+            }
+        return dict(costs[key])
 
     image_size: int = 32  # The data shape `cost` assumes.
     num_classes: int = 10  # The classifier `cost` assumes.
