@@ -24,6 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data_dir = ""  # Empty: TFDS's default; a folder with original files is read offline.
     c.stream = False  # True: read folder:<path> batches from disk (for data larger than memory).
     c.image_size = 0  # 0: the dataset's own size; else resize (needed for folders of mixed sizes).
+    # Per-channel mean/std: "dataset" (the training split's own), or a name of
+    # data.STANDARD_STATS such as "imagenet2012" (what ImageNet-pretrained weights expect).
+    c.normalization = "dataset"
     c.num_epochs = 1.0
     c.batch_size = 128
     c.train_examples = 0  # > 0: train on this many training examples only (a proxy subset).
@@ -57,14 +60,60 @@ def base_config() -> ml_collections.ConfigDict:
     c.ema_decay = 0.0  # > 0: keep an EMA of the params and evaluate it beside the raw ones.
     c.half_precision = False  # bfloat16 compute, float32 params and BatchNorm statistics.
 
+    # What is learned (cvjax/tasks.py): classification multilabel regression multitask embedding.
+    c.task = "classification"
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "softmax_ce"  # Classification: softmax_ce focal ldam.
+    c.loss.focal_gamma = 2.0
+    c.loss.class_weights = "none"  # none class_balanced (Cui et al. 2019, effective numbers).
+    c.loss.cb_beta = 0.9999
+    c.loss.drw_epoch = 0  # > 0: class-balanced weights from this epoch on (DRW, Cao et al.).
+    c.loss.ldam_max_margin = 0.5
+    c.loss.ldam_scale = 30.0
+    c.loss.normed_head = False  # Cosine logits (always on for LDAM).
+    c.loss.targets = ()  # Multilabel / multitask / regression: one row per class label.
+    c.loss.head_names = ()  # Multitask: a name per head (column of targets).
+    c.loss.huber_delta = 0.0  # Regression: 0 is the L2 loss.
+    c.loss.embedding_loss = "triplet"  # Embedding: triplet (batch-hard) or contrastive.
+    c.loss.embedding_dim = 128
+    c.loss.margin = 0.2
+
     c.augment = ml_collections.ConfigDict()
     c.augment.crop_padding = 4  # Random crop after zero padding by this many pixels; 0: none.
     c.augment.flip = True  # Random horizontal flip.
+    c.augment.random_resized_crop = False  # Inception crop (replaces crop_padding).
+    c.augment.rrc_scale = (0.08, 1.0)
+    c.augment.rrc_ratio = (3 / 4, 4 / 3)
+    c.augment.auto_augment = ""  # "imagenet" or "cifar10" policy (Cubuk et al. 2019).
+    c.augment.rand_augment_n = 0  # > 0: RandAugment(N, M) (Cubuk et al. 2020).
+    c.augment.rand_augment_m = 9
+    c.augment.cutout = 0  # > 0: a cutout square of this side (DeVries & Taylor 2017).
+    c.augment.random_erasing = 0.0  # Probability of random erasing (Zhong et al. 2020).
+    c.augment.mixup_alpha = 0.0  # > 0: mixup (Zhang et al. 2018).
+    c.augment.cutmix_alpha = 0.0  # > 0: CutMix (Yun et al. 2019); with mixup: switch per batch.
+    c.augment.mix_prob = 1.0
+    c.augment.switch_prob = 0.5
+    c.tta = ml_collections.ConfigDict()  # Test-time augmentation of the evaluation.
+    c.tta.flip = False
+    c.tta.crops = 0  # 5 (corners and centre) or 10 (and their flips).
+    c.tta.crop_fraction = 0.875
+    c.tta.scales = ()  # Extra input scales, e.g. (0.875, 1.125).
 
     c.log_every_steps = 100
     c.eval_every = "1ep"  # "<n>ep" or "<n>steps"; "0" for only at the end.
     c.checkpoint_every = "1ep"
     c.keep_checkpoints = 3  # The last K are kept, and the best by eval/accuracy.
+
+    # Transfer learning and imbalanced data.
+    c.init_from = ""  # Converted weights (python -m cvjax.convert) or a workdir to start from.
+    c.init_from_checkpoint = "latest"  # For a workdir: latest, best or a step number.
+    c.reinit_head = False  # True: a fresh classifier even where its shape matches (cRT).
+    c.freeze = ""  # Regex on "/"-joined param paths, e.g. "^(?!head/)": those get no updates.
+    c.lr_groups = ()  # ((regex, lr multiplier), ...); the first match wins, else 1.0.
+    c.unfreeze = ()  # ((epoch, regex), ...): frozen params matching regex train from then on.
+    c.linear_probe = False  # Only the head trains; backbone BatchNorm statistics stay as loaded.
+    c.imbalance_ratio = 0.0  # > 0: a long-tailed training split, largest / smallest class.
+    c.sampling = "uniform"  # uniform class_balanced sqrt (Kang et al. 2020).
     return c
 
 

@@ -157,6 +157,40 @@ def train_split(
     return take(train_idx), (take(val_idx) if holdout else None)
 
 
+def long_tailed(ds: ArrayDataset, ratio: float, seed: int = 0) -> ArrayDataset:
+    """A long-tailed subset: n_k = floor(n_max * ratio^(-k / (K - 1))) examples of class k.
+
+    The exponential profile of CIFAR-10/100-LT (Cui et al. 2019, Sec. 6; Cao et al. 2019,
+    Sec. 4.1): class 0 keeps n_max, class K-1 n_max / ratio. n_max is the smallest class count
+    (on a balanced set, Cao et al.'s N / K), so every class can supply its quota; each class
+    keeps at least one example. A class keeps its first n_k examples in a seeded order, and the
+    subset keeps the source order. `ratio` 0 returns `ds` unchanged; meant for the training split
+    only (the test split stays balanced).
+    """
+    if not ratio:
+        return ds
+    if not isinstance(ds, ArrayDataset):
+        raise UserError("imbalance_ratio needs in-memory data; set --config.stream=False")
+    keep = long_tailed_indices(ds.labels, ds.num_classes, ratio, seed)
+    return dataclasses.replace(ds, images=ds.images[keep], labels=ds.labels[keep])
+
+
+def long_tailed_indices(
+    labels: np.ndarray, num_classes: int, ratio: float, seed: int = 0
+) -> np.ndarray:
+    """The sorted indices of the examples `long_tailed` keeps (the others were never trained on:
+    a source of held-out training images)."""
+    if ratio < 1:
+        raise UserError(f"imbalance_ratio={ratio} must be >= 1 (0 for off); fix it")
+    k = num_classes
+    counts = np.bincount(labels, minlength=k)
+    n_max = counts[counts > 0].min() if counts.any() else 0
+    quota = [max(1, int(n_max * ratio ** (-c / max(k - 1, 1)))) for c in range(k)]
+    order = np.random.default_rng(seed).permutation(len(labels))
+    keep = [order[labels[order] == c][: quota[c]] for c in range(k)]
+    return np.sort(np.concatenate([*keep, np.zeros(0, np.int64)]))
+
+
 def channel_stats(ds: ArrayDataset) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of `ds.images` in 0..255 units (population std)."""
     if len(ds) == 0:

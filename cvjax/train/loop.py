@@ -19,10 +19,11 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from cvjax import data, metrics, models, optim
-from cvjax.data import stream
+from cvjax import data, metrics, models, optim, tasks
+from cvjax.data import pipeline, sampling, stream
 from cvjax.errors import UserError
 from cvjax.train import steps as steps_lib
+from cvjax.train import transfer
 from cvjax.train.checkpoint import Checkpoints
 from cvjax.train.state import TrainState, create_train_state
 from cvjax.train.writers import MetricWriter, log
@@ -74,6 +75,15 @@ class Experiment:
                 test = data.load(config.dataset, "test", data_dir=data_dir, image_size=image_size)
             mean, std = data.channel_stats(train)
             image_shape = train.images.shape[1:]
+        train = data.sources.long_tailed(train, config.get("imbalance_ratio", 0), config.seed)
+        norm = config.get("normalization", "dataset")
+        if norm != "dataset":
+            if norm not in data.STANDARD_STATS:
+                raise UserError(
+                    f"unknown normalization {norm!r}; set --config.normalization to 'dataset' or "
+                    f"one of {', '.join(sorted(data.STANDARD_STATS))}"
+                )
+            mean, std = data.STANDARD_STATS[norm]
         self.num_train, self.num_test = len(train), len(test)
         self.steps_per_epoch = self.num_train // config.batch_size
         if self.steps_per_epoch == 0:
@@ -83,6 +93,11 @@ class Experiment:
             )
         self.total_steps = int(config.num_epochs * self.steps_per_epoch)
         dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+        self.class_names = tuple(train.class_names)
+        self.train_counts = (
+            None if self.streaming else np.bincount(train.labels, minlength=train.num_classes)
+        )
+        self.task = tasks.create_task(config, train.num_classes, self.train_counts)
         self.step_config = steps_lib.StepConfig(
             batch_size=config.batch_size,
             steps_per_epoch=self.steps_per_epoch,
@@ -94,9 +109,13 @@ class Experiment:
             aux_loss_weight=config.get("aux_loss_weight", 0.0),
             ema_decay=config.get("ema_decay", 0.0),
             dtype=dtype,
+            task=self.task,
+            augment=pipeline.augment_config(config.augment, self.task.mixes),
+            tta=pipeline.tta_config(config.get("tta", None), self.task.kind == "classification"),
+            keep_batch_stats=bool(config.get("linear_probe", False)),
         )
         model_kwargs = {
-            "num_classes": train.num_classes,
+            "num_classes": self.task.num_outputs,
             "in_channels": image_shape[-1],
             "dtype": dtype,
             **config.get("model_kwargs", {}),
@@ -104,7 +123,13 @@ class Experiment:
         self.model = models.create(config.model, **model_kwargs)
         self.tx, self.schedule = optim.create_optimizer(config, self.steps_per_epoch)
         self.input_shape = (1, *image_shape)
-        self.permutation = steps_lib.make_permutation_fn(self.mesh, self.num_train)
+        self.permutation = sampling.make_epoch_fn(
+            self.mesh,
+            self.num_train,
+            getattr(train, "labels", None),
+            config.get("sampling", "uniform"),
+            train.num_classes,
+        )
         cfg = self.step_config
         if self.streaming:
             self.train_source, self.test_source = train, test
@@ -123,6 +148,7 @@ class Experiment:
         self.checkpoints = Checkpoints(
             os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 3)
         )
+        self.last_eval_sums: dict[str, dict] = {}
 
     def initial_state(self) -> TrainState:
         rng = jax.random.PRNGKey(self.config.seed)
@@ -136,7 +162,14 @@ class Experiment:
             ),
             out_shardings=steps_lib.replicated(self.mesh),
         )
-        return init(rng)
+        state = init(rng)
+        summary = transfer.trainable_summary(self.config, state.params, self.steps_per_epoch)
+        if summary:
+            logging.info("%s", summary)
+        # A run with checkpoints resumes from them: init_from only seeds a fresh run.
+        if self.config.get("init_from", "") and not self.checkpoints.steps():
+            state = transfer.init_from(self.config, state, self.tx, self.mesh)
+        return state
 
     def data_rng(self) -> jax.Array:
         # A key of its own, so the example order does not depend on the model's initialization.
@@ -164,7 +197,11 @@ class Experiment:
             for b in progress(range(self.eval_batches)):
                 sums = metrics.add(sums, self.eval_step(variables, *self.eval_arrays, b))
         prefix = "eval_ema" if use_ema else "eval"
-        return metrics.means(sums, prefix)
+        self.last_eval_sums[prefix] = jax.device_get(sums)
+        result = metrics.summarize(sums, prefix, train_counts=self.train_counts)
+        if len(self.class_names) > _MAX_PER_CLASS_SCALARS:  # They stay in eval_report.json.
+            result = {k: v for k, v in result.items() if "/per_class_" not in k}
+        return result
 
     def epoch_batches(self, perm: jax.Array, first: int):
         """For streaming: the device batches of this epoch from step `first` (within it) on."""
@@ -181,6 +218,27 @@ class Experiment:
             return self.train_step(state, *next(batches))
         return self.train_step(state, self.train_images, self.train_labels, perm)
 
+    def write_report(self, step: int) -> None:
+        """The last evaluation's confusion matrix and per-class metrics, as
+        `eval_report.json` and `confusion.png` in the workdir (classification only)."""
+        sums = self.last_eval_sums.get("eval")
+        if jax.process_index() != 0 or sums is None or "confusion" not in sums:
+            return
+        confusion = np.asarray(sums["confusion"])
+        report = {
+            "step": step,
+            "class_names": list(self.class_names),
+            "confusion": confusion.astype(np.int64).tolist(),
+            **metrics.classification_report(confusion),
+        }
+        if self.train_counts is not None:
+            report["train_counts"] = self.train_counts.tolist()
+        with open(os.path.join(self.workdir, "eval_report.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        metrics.plot_confusion(
+            confusion, os.path.join(self.workdir, "confusion.png"), class_names=self.class_names
+        )
+
     def evaluate_all(self, state: TrainState) -> dict:
         result = self.evaluate(state)
         if state.ema_params is not None:
@@ -188,8 +246,27 @@ class Experiment:
         return result
 
 
+_SHOWN = ("train/loss", "train/accuracy")  # On the progress bar.
+_MAX_PER_CLASS_SCALARS = 100  # Classes beyond which per-class accuracies are not logged.
+
 # Keys that decide the shapes of what a checkpoint holds; a workdir's run keeps them fixed.
-_STATE_KEYS = ("model", "model_kwargs", "dataset", "image_size", "optimizer.name", "ema_decay")
+_STATE_KEYS = (
+    "model",
+    "model_kwargs",
+    "dataset",
+    "image_size",
+    "optimizer.name",
+    "ema_decay",
+    "task",
+    "loss.targets",
+    "loss.embedding_dim",
+    "freeze",
+    "unfreeze",
+    "linear_probe",
+    "lr_groups",
+    "imbalance_ratio",
+    "sampling",
+)
 
 
 def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -273,7 +350,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             scalars["train/epoch"] = step / spe
             writer.write(step, scalars)
             bar.set_postfix(
-                loss=f"{scalars['train/loss']:.3f}", acc=f"{scalars['train/accuracy']:.3f}"
+                {k.split("/")[-1]: f"{v:.3f}" for k, v in scalars.items() if k in _SHOWN}
             )
             if not _tty():
                 log(step, scalars)
@@ -291,6 +368,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     bar.close()
     if not eval_metrics:  # Nothing left to train: the run had already finished.
         eval_metrics = exp.evaluate_all(state)
+    exp.write_report(step)
     exp.checkpoints.wait()
     exp.checkpoints.close()
     writer.close()
@@ -311,6 +389,7 @@ def evaluate_checkpoint(
         )
     step = int(jax.device_get(state.step))
     result = exp.evaluate_all(state)
+    exp.write_report(step)
     log(step, result)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, f"eval_step{step}.json"), "w") as f:

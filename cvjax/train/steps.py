@@ -16,9 +16,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cvjax import losses, metrics
-from cvjax.data import augment
+from cvjax import losses
+from cvjax.data import augment, pipeline
 from cvjax.errors import UserError
+from cvjax.tasks import Task
 from cvjax.train.state import TrainState
 
 DATA_AXIS = "data"
@@ -54,7 +55,7 @@ def put_replicated(array: np.ndarray, mesh: Mesh) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-    """What a step needs to know beyond the state: the batch layout and preprocessing."""
+    """What a step needs to know beyond the state: the batch layout, preprocessing and task."""
 
     batch_size: int
     steps_per_epoch: int
@@ -66,6 +67,15 @@ class StepConfig:
     aux_loss_weight: float = 0.0
     ema_decay: float = 0.0
     dtype: jnp.dtype = jnp.float32
+    task: Task = Task()
+    augment: pipeline.AugmentConfig = pipeline.AugmentConfig()
+    tta: pipeline.TTAConfig = pipeline.TTAConfig()
+    keep_batch_stats: bool = False  # Linear probe: BatchNorm statistics stay as loaded.
+
+    def __post_init__(self):
+        if self.label_smoothing and not self.task.label_smoothing:
+            task = dataclasses.replace(self.task, label_smoothing=self.label_smoothing)
+            object.__setattr__(self, "task", task)
 
 
 def epoch_permutation(rng: jax.Array, epoch: jax.Array, num_examples: int) -> jax.Array:
@@ -80,35 +90,77 @@ def make_permutation_fn(mesh: Mesh, num_examples: int) -> Callable:
     )
 
 
+def forward(
+    model: flax.linen.Module,
+    task: Task,
+    variables: dict,
+    x: jax.Array,
+    train: bool,
+    rng: jax.Array | None = None,
+    aux: bool = False,
+) -> tuple[jax.Array, dict]:
+    """The task's outputs for a normalized batch, and the new BatchNorm statistics and aux heads.
+
+    With `task.normed_head` the outputs are cosine logits: the pooled features and the head's
+    class vectors, both L2-normalized (LDAM, Cao et al. 2019, Sec. 4).
+    """
+    mutable = (["batch_stats"] if train else []) + (["aux"] if aux else [])
+    if task.normed_head:
+        mutable.append("intermediates")
+    rngs = {"dropout": rng} if rng is not None else None
+    result = model.apply(variables, x, train=train, mutable=mutable or False, rngs=rngs)
+    outputs, new_vars = result if mutable else (result, {})
+    if task.normed_head:
+        features = new_vars["intermediates"]["head"]["pre_logits"][0]
+        outputs = losses.cosine_logits(features, variables["params"]["head"]["fc"]["kernel"])
+    return outputs, new_vars
+
+
 def loss_and_grads(
     model: flax.linen.Module,
     state: TrainState,
     images: jax.Array,
     labels: jax.Array,
     rng: jax.Array,
-    label_smoothing: float,
+    label_smoothing: float = 0.0,
     aux_loss_weight: float = 0.0,
+    task: Task | None = None,
+    mixed: tuple[jax.Array, jax.Array] | None = None,
+    epoch: jax.Array | int = 0,
 ):
     """Mean loss, its gradient w.r.t. the params, and the per-example outputs.
 
     With `aux_loss_weight`, the cross-entropy of every auxiliary classifier the model sows into
-    "aux" is added with that weight (Szegedy et al. 2015: 0.3 each for GoogLeNet).
+    "aux" is added with that weight (Szegedy et al. 2015: 0.3 each for GoogLeNet). `mixed` =
+    (partner, lam) from mixup/cutmix: the loss is lam * L(y) + (1 - lam) * L(y[partner]).
     """
+    if task is None:
+        task = Task(label_smoothing=label_smoothing)
 
     def loss_fn(params):
-        logits, new_vars = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            images,
-            train=True,
-            mutable=["batch_stats", "aux"] if aux_loss_weight else ["batch_stats"],
-            rngs={"dropout": rng},
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        outputs, new_vars = forward(
+            model, task, variables, images, True, rng, bool(aux_loss_weight)
         )
-        per_example = losses.softmax_cross_entropy(logits, labels, label_smoothing)
-        loss = per_example.mean()
+        per_example = task.per_example_loss(outputs, labels, epoch)
+        # With class weights the batch loss is sum(w_i l_i) / sum(w_i), as PyTorch's
+        # cross_entropy(weight=...) in the class-balanced and LDAM-DRW references.
+        weights = task.class_weight_vector(epoch)
+        denominator = None if weights is None else weights[labels]
+        if mixed is not None:
+            partner, lam = mixed
+            other = task.per_example_loss(outputs, labels[partner], epoch)
+            per_example = lam * per_example + (1.0 - lam) * other
+            if weights is not None:
+                denominator = lam * denominator + (1.0 - lam) * weights[labels[partner]]
+        if denominator is None:
+            loss = per_example.mean()
+        else:
+            loss = per_example.sum() / jnp.maximum(denominator.sum(), 1e-12)
         for aux_logits in jax.tree.leaves(new_vars.get("aux", {})):
-            aux = losses.softmax_cross_entropy(aux_logits, labels, label_smoothing)
+            aux = losses.softmax_cross_entropy(aux_logits, labels, task.label_smoothing)
             loss = loss + aux_loss_weight * aux.mean()
-        return loss, (logits, per_example, new_vars.get("batch_stats", {}))
+        return loss, (outputs, per_example, new_vars.get("batch_stats", {}))
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     return loss, grads, aux
@@ -125,16 +177,32 @@ def train_on_batch(
     """One update on a uint8 batch: augment, normalize, forward, backward, optimizer, EMA."""
     rng = jax.random.fold_in(state.rng, state.step)
     aug_rng, dropout_rng = jax.random.split(rng)
-    x = augment.random_crop_flip(aug_rng, x, cfg.crop_padding, cfg.flip)
-    x = augment.normalize(x, cfg.mean, cfg.std, cfg.dtype)
-    _, grads, (logits, per_example, batch_stats) = loss_and_grads(
-        model, state, x, y, dropout_rng, cfg.label_smoothing, cfg.aux_loss_weight
+    x = pipeline.train_images(
+        aug_rng, x, cfg.augment, cfg.crop_padding, cfg.flip, cfg.mean, cfg.std, cfg.dtype
+    )
+    mixed = None
+    if cfg.augment.mixes:
+        x, partner, lam = pipeline.mix(jax.random.fold_in(aug_rng, 1), x, cfg.augment)
+        mixed = (partner, lam)
+    _, grads, (outputs, per_example, batch_stats) = loss_and_grads(
+        model,
+        state,
+        x,
+        y,
+        dropout_rng,
+        cfg.label_smoothing,
+        cfg.aux_loss_weight,
+        cfg.task,
+        mixed,
+        epoch=state.step // cfg.steps_per_epoch,
     )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = state.ema_params
     if ema_params is not None:
         ema_params = optax.incremental_update(params, ema_params, 1.0 - cfg.ema_decay)
+    if cfg.keep_batch_stats:
+        batch_stats = state.batch_stats
     new_state = state.replace(
         step=state.step + 1,
         params=params,
@@ -142,7 +210,7 @@ def train_on_batch(
         opt_state=opt_state,
         ema_params=ema_params,
     )
-    return new_state, metrics.classification_sums(logits, y, per_example)
+    return new_state, cfg.task.train_sums(outputs, y, per_example)
 
 
 def batch_index(
@@ -178,11 +246,15 @@ def make_batch_train_step(
 
 
 def eval_on_batch(model: flax.linen.Module, cfg: StepConfig, variables, x, y, mask):
-    """Metric sums of one uint8 batch; `mask` is 0 on padding rows."""
+    """Metric sums of one uint8 batch; `mask` is 0 on padding rows. With test-time
+    augmentation, classification outputs are the log of the views' mean probabilities."""
     x = augment.normalize(x, cfg.mean, cfg.std, cfg.dtype)
-    logits = model.apply(variables, x, train=False)
-    per_example = losses.softmax_cross_entropy(logits, y)
-    return metrics.classification_sums(logits, y, per_example, mask)
+
+    def predict(images):
+        return forward(model, cfg.task, variables, images, False)[0].astype(jnp.float32)
+
+    outputs = pipeline.tta_outputs(predict, x, cfg.tta) if cfg.tta.active else predict(x)
+    return cfg.task.eval_sums(outputs, y, mask)
 
 
 def make_eval_step(model: flax.linen.Module, cfg: StepConfig, mesh: Mesh) -> Callable:
