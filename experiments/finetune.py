@@ -148,7 +148,7 @@ def main():
         f"Pretraining (PyTorch, torchvision resnet18, {args.pretrain_epochs} epochs on CIFAR-10 "
         f"{', '.join(FIRST)}): test accuracy {pre.get('torch_test_accuracy', float('nan')):.4f}"
         f" in {pre.get('torch_train_s', '?')} s.",
-        f"Conversion: `{' '.join(convert[1:])}`.",
+        f"Conversion: `python {' '.join(convert[1:])}`.",
         "",
         f"Fine-tuning on {args.examples} training images of {', '.join(SECOND)} "
         f"({args.epochs:g} epochs, batch 50, lr {args.lr}); test accuracy on their 5,000 test "

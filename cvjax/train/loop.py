@@ -198,7 +198,10 @@ class Experiment:
                 sums = metrics.add(sums, self.eval_step(variables, *self.eval_arrays, b))
         prefix = "eval_ema" if use_ema else "eval"
         self.last_eval_sums[prefix] = jax.device_get(sums)
-        result = metrics.summarize(sums, prefix, train_counts=self.train_counts)
+        # Many/medium/few-shot accuracy, for long-tailed training splits.
+        long_tailed = self.config.get("imbalance_ratio", 0) > 0
+        counts = self.train_counts if long_tailed else None
+        result = metrics.summarize(sums, prefix, train_counts=counts)
         if len(self.class_names) > _MAX_PER_CLASS_SCALARS:  # They stay in eval_report.json.
             result = {k: v for k, v in result.items() if "/per_class_" not in k}
         return result
