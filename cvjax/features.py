@@ -28,7 +28,6 @@ from cvjax.errors import UserError, unknown_name
 from cvjax.models.features import POOLS, pooled_features
 from cvjax.train import loop
 from cvjax.train import steps as steps_lib
-from cvjax.train.state import TrainState
 from cvjax.train.writers import log
 
 SPLITS = ("train", "test")
@@ -36,24 +35,8 @@ SPLITS = ("train", "test")
 _CHUNK_FLOATS = 1 << 26
 
 
-def restore(
-    config: ml_collections.ConfigDict, workdir: str, checkpoint: str = "latest"
-) -> tuple[loop.Experiment, TrainState]:
-    """The experiment of `config` and the state of `workdir`'s checkpoint ("latest", "best", N).
-
-    The caller closes `experiment.checkpoints`.
-    """
-    loop.check_workdir_config(config, workdir)
-    exp = loop.Experiment(config, workdir)
-    # Shapes and shardings suffice as the target: no initialization to compile and run.
-    state = exp.checkpoints.restore(jax.eval_shape(exp.initial_state), checkpoint)
-    if state is None:
-        exp.checkpoints.close()
-        raise UserError(
-            f"no checkpoint in {exp.checkpoints.directory}; train first or point --workdir at a "
-            "training run"
-        )
-    return exp, state
+# The experiment and checkpointed state of a workdir (shared with `--mode=eval`).
+restore = loop.restore_experiment
 
 
 def split_reader(exp: loop.Experiment, split: str) -> tuple[int, Callable]:

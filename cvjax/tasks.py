@@ -68,8 +68,12 @@ class Task:
             return jnp.asarray(self.class_weights, jnp.float32)
         return None
 
-    def per_example_loss(self, outputs: jax.Array, labels: jax.Array, epoch) -> jax.Array:
-        """The (N,) training loss of `outputs` for integer `labels` at (traced) `epoch`."""
+    def per_example_loss(
+        self, outputs: jax.Array, labels: jax.Array, epoch, mask: jax.Array | None = None
+    ) -> jax.Array:
+        """The (N,) training loss of `outputs` for integer `labels` at (traced) `epoch`.
+
+        `mask` (0 on padding rows) keeps padding out of an embedding loss's pairs."""
         outputs = outputs.astype(jnp.float32)
         if self.kind == "classification":
             weights = self.class_weight_vector(epoch)
@@ -89,16 +93,13 @@ class Task:
                 return losses.huber_loss(outputs, target, self.huber_delta)
             return losses.l2_loss(outputs, target)
         if self.kind == "multitask":
-            total = jnp.zeros(labels.shape, jnp.float32)
-            for head, (logits, head_labels) in enumerate(self._split(outputs, labels)):
-                del head
-                total = total + losses.softmax_cross_entropy(
-                    logits, head_labels, self.label_smoothing
-                )
-            return total
+            return sum(
+                losses.softmax_cross_entropy(logits, head_labels, self.label_smoothing)
+                for logits, head_labels in self._split(outputs, labels)
+            )
         if self.embedding_loss == "contrastive":
-            return losses.contrastive_loss(outputs, labels, self.margin)
-        return losses.triplet_loss(outputs, labels, self.margin)
+            return losses.contrastive_loss(outputs, labels, self.margin, mask=mask)
+        return losses.triplet_loss(outputs, labels, self.margin, mask=mask)
 
     def train_sums(self, outputs: jax.Array, labels: jax.Array, loss: jax.Array) -> dict:
         """Training metric sums of one batch (loss plus the kind's cheap metrics)."""
@@ -106,11 +107,7 @@ class Task:
             return metrics.classification_sums(outputs, labels, loss)
         sums = {"loss": jnp.sum(loss), "count": jnp.asarray(labels.shape[0], jnp.float32)}
         if self.kind == "multitask":
-            for (name, _), (logits, head_labels) in zip(
-                self.heads, self._split(outputs, labels), strict=True
-            ):
-                correct = jnp.argmax(logits, -1) == head_labels
-                sums[f"{name}/accuracy"] = jnp.sum(correct.astype(jnp.float32))
+            sums.update(self._head_accuracy_sums(outputs, labels, jnp.ones(labels.shape)))
         return sums
 
     def eval_sums(self, outputs: jax.Array, labels: jax.Array, mask: jax.Array) -> dict:
@@ -123,27 +120,26 @@ class Task:
             sums["confusion"] = metrics.confusion_sums(outputs, labels, mask)
             return sums
         mask = mask.astype(jnp.float32)
-        if self.kind == "embedding":  # Padding rows must not serve as positives or negatives.
-            if self.embedding_loss == "contrastive":
-                loss = losses.contrastive_loss(outputs, labels, self.margin, mask=mask)
-            else:
-                loss = losses.triplet_loss(outputs, labels, self.margin, mask=mask)
-        else:
-            loss = self.per_example_loss(outputs, labels, jnp.asarray(1 << 30))
+        loss = self.per_example_loss(outputs, labels, 0, mask)
         sums = {"loss": jnp.sum(loss * mask), "count": jnp.sum(mask)}
         if self.kind == "multilabel":
             sums.update(metrics.multilabel_sums(outputs, self.target_table()[labels], mask))
         elif self.kind == "regression":
             sums.update(metrics.regression_sums(outputs, self.target_table()[labels], mask))
         elif self.kind == "multitask":
-            for (name, _), (logits, head_labels) in zip(
-                self.heads, self._split(outputs, labels), strict=True
-            ):
-                correct = (jnp.argmax(logits, -1) == head_labels).astype(jnp.float32)
-                sums[f"{name}/accuracy"] = jnp.sum(correct * mask)
+            sums.update(self._head_accuracy_sums(outputs, labels, mask))
         else:
             sums["recall_at_1"] = batch_recall_at_1(outputs, labels, mask)
         return sums
+
+    def _head_accuracy_sums(self, outputs: jax.Array, labels: jax.Array, mask: jax.Array):
+        """Multitask: the number of correct unmasked rows of each head, "<name>/accuracy"."""
+        return {
+            f"{name}/accuracy": jnp.sum((jnp.argmax(logits, -1) == head_labels) * mask)
+            for (name, _), (logits, head_labels) in zip(
+                self.heads, self._split(outputs, labels), strict=True
+            )
+        }
 
     def _split(self, outputs: jax.Array, labels: jax.Array):
         """Multitask: (logits, labels) of each head."""

@@ -28,6 +28,11 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from experiments.check_weights_torchvision import (  # noqa: E402
+    randomize_batch_norm,
+    relative_error,
+)
+
 TOLERANCE = 1e-3
 INPUT_SIZE = {"inception_v4": 75, "inception_resnet_v2": 75}
 DEFAULT_SIZE = 64
@@ -97,22 +102,6 @@ def _exclude_padding_from_averages(model):
     return model
 
 
-def randomize_batch_norm(model, seed: int) -> None:
-    """Non-trivial BatchNorm statistics and affine parameters, so that a wrong epsilon, a
-    swapped mean / variance or a missed layer shows in the logits."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                module.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                module.bias.copy_(0.1 * torch.randn(n, generator=gen))
-
-
 def check(name: str, source: str, reference_name: str, tmp: str, sizes, **kwargs) -> list[dict]:
     import jax
     import torch
@@ -140,9 +129,9 @@ def check(name: str, source: str, reference_name: str, tmp: str, sizes, **kwargs
             exact = reference.double()(batch.double()).numpy()
             reference.float()
         got = np.asarray(forward(variables, images))
-        error = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
+        error = relative_error(got, expected)
         # The reference's own float32 rounding: deep models with random weights amplify it.
-        noise = float(np.max(np.abs(expected - exact)) / np.max(np.abs(exact)))
+        noise = relative_error(expected, exact)
         rows.append(
             {
                 "model": name,

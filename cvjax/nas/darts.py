@@ -27,7 +27,7 @@ from absl import logging
 
 from cvjax import losses, optim
 from cvjax.configs import base_config
-from cvjax.data import augment
+from cvjax.data import augment, sampling
 from cvjax.errors import UserError
 from cvjax.nas import search as search_lib
 from cvjax.nas.nb201 import EDGES, OPS, NB201Space
@@ -86,7 +86,7 @@ def _darts_step(net: Supernet, alpha_tx: optax.GradientTransformation):
         alpha = state.params["alpha"]
         w = state.replace(params=state.params["net"], opt_state=state.opt_state["net"])
         key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), _VAL_TAG)
-        val_perm = steps_lib.epoch_permutation(
+        val_perm = sampling.shuffle(
             jax.random.fold_in(state.rng, _VAL_TAG), state.step // val_steps, n_val
         )
         x, y = net.batch(val_images, val_labels, val_perm, state.step, val_steps)

@@ -39,7 +39,7 @@ from absl import logging
 
 from cvjax import data, losses, metrics, models, optim
 from cvjax.configs import base_config
-from cvjax.data import augment
+from cvjax.data import augment, sampling
 from cvjax.errors import UserError
 from cvjax.nas import search as search_lib
 from cvjax.nas.estimators import Estimator
@@ -184,7 +184,7 @@ class Supernet:
             put(val.images[:n].reshape(batches, s.batch_size, *self.image_shape)),
             put(val.labels[:n].reshape(batches, s.batch_size)),
         )
-        self.permutation = steps_lib.make_permutation_fn(self.mesh, len(train))
+        self.permutation = sampling.make_epoch_fn(self.mesh, len(train))
         self.data_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _DATA_TAG)
         self.seed = config.seed
         self.eval_fn = jax.jit(self._eval_sums)

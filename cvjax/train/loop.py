@@ -105,7 +105,6 @@ class Experiment:
             std=tuple(float(s) for s in std),
             crop_padding=config.augment.crop_padding,
             flip=config.augment.flip,
-            label_smoothing=config.label_smoothing,
             aux_loss_weight=config.get("aux_loss_weight", 0.0),
             ema_decay=config.get("ema_decay", 0.0),
             dtype=dtype,
@@ -378,18 +377,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return eval_metrics
 
 
+def restore_experiment(
+    config: ml_collections.ConfigDict, workdir: str, checkpoint: str = "latest"
+) -> tuple[Experiment, TrainState]:
+    """The experiment of `config` and the state of `workdir`'s checkpoint ("latest", "best", N).
+
+    The caller closes `experiment.checkpoints`.
+    """
+    check_workdir_config(config, workdir)
+    exp = Experiment(config, workdir)
+    # Shapes and shardings suffice as the target: no initialization to compile and run.
+    state = None
+    if exp.checkpoints.steps():
+        state = exp.checkpoints.restore(jax.eval_shape(exp.initial_state), checkpoint)
+    if state is None:
+        exp.checkpoints.close()
+        raise UserError(
+            f"no checkpoint in {exp.checkpoints.directory}; train first or point --workdir at a "
+            "training run"
+        )
+    return exp, state
+
+
 def evaluate_checkpoint(
     config: ml_collections.ConfigDict, workdir: str, checkpoint: str = "latest"
 ) -> dict[str, float]:
     """Eval-only mode: evaluates the latest, best, or a numbered checkpoint of `workdir`."""
-    check_workdir_config(config, workdir)
-    exp = Experiment(config, workdir)
-    state = exp.checkpoints.restore(exp.initial_state(), checkpoint)
-    if state is None:
-        raise UserError(
-            f"no checkpoint in {exp.checkpoints.directory}; train first or point "
-            "--workdir at a training run"
-        )
+    exp, state = restore_experiment(config, workdir, checkpoint)
     step = int(jax.device_get(state.step))
     result = exp.evaluate_all(state)
     exp.write_report(step)

@@ -63,31 +63,13 @@ class StepConfig:
     std: tuple[float, ...]
     crop_padding: int = 0
     flip: bool = False
-    label_smoothing: float = 0.0
     aux_loss_weight: float = 0.0
     ema_decay: float = 0.0
     dtype: jnp.dtype = jnp.float32
-    task: Task = Task()
+    task: Task = Task()  # Also holds label smoothing.
     augment: pipeline.AugmentConfig = pipeline.AugmentConfig()
     tta: pipeline.TTAConfig = pipeline.TTAConfig()
     keep_batch_stats: bool = False  # Linear probe: BatchNorm statistics stay as loaded.
-
-    def __post_init__(self):
-        if self.label_smoothing and not self.task.label_smoothing:
-            task = dataclasses.replace(self.task, label_smoothing=self.label_smoothing)
-            object.__setattr__(self, "task", task)
-
-
-def epoch_permutation(rng: jax.Array, epoch: jax.Array, num_examples: int) -> jax.Array:
-    """The example order of one epoch, a function of (rng, epoch) only, so it can be replayed."""
-    return jax.random.permutation(jax.random.fold_in(rng, epoch), num_examples)
-
-
-def make_permutation_fn(mesh: Mesh, num_examples: int) -> Callable:
-    return jax.jit(
-        functools.partial(epoch_permutation, num_examples=num_examples),
-        out_shardings=replicated(mesh),
-    )
 
 
 def forward(
@@ -190,10 +172,9 @@ def train_on_batch(
         x,
         y,
         dropout_rng,
-        cfg.label_smoothing,
-        cfg.aux_loss_weight,
-        cfg.task,
-        mixed,
+        aux_loss_weight=cfg.aux_loss_weight,
+        task=cfg.task,
+        mixed=mixed,
         epoch=state.step // cfg.steps_per_epoch,
     )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
