@@ -3,8 +3,9 @@
     python -m cvjax.main --config=configs/quickstart.py --workdir=/tmp/cvjax/quickstart
 
 Data: the 1,797 digits images, split 1,437 train / 360 test (stratified, random_state=0).
-Expected: eval/accuracy 0.9944 (358 of 360) after 30 epochs (660 steps), 28 s from start to exit
-on a 2-core CPU including compilation (measured 2026-11-22; BENCHMARKS.md).
+Expected: eval/accuracy 0.9972 (359 of 360) after 30 epochs (660 steps), about 40 s from start to
+exit on a 2-core CPU including compilation (measured 2026-11-23; 0.9944 with CVJAX_XLA_FLAGS=0,
+whose floating-point rounding differs; BENCHMARKS.md).
 """
 
 from cvjax.configs import base_config

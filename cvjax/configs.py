@@ -43,12 +43,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.decoupled_weight_decay = False  # Always True in effect for adamw, lars, lamb.
     c.optimizer.decay_norm_and_bias = True  # False: no weight decay on BatchNorm and biases.
     c.optimizer.grad_clip_norm = 0.0  # 0: no clipping.
+    # False: lr_groups multipliers leave each step's weight decay as it is (airbench's biases).
+    c.optimizer.lr_groups_scale_decay = True
     c.learning_rate = 0.1
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = (
         "cosine"  # constant piecewise exponential linear cosine warmup_cosine onecycle
     )
     c.schedule.warmup_epochs = 0.0
+    c.schedule.warmup_start_factor = 0.0  # The warmup starts at this fraction of the peak lr.
     c.schedule.boundaries_epochs = (0.5, 0.75)  # piecewise: epochs where lr *= decay_factor.
     c.schedule.decay_factor = 0.1
     c.schedule.decay_rate = 0.97  # exponential: factor per epoch.
@@ -58,6 +61,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.label_smoothing = 0.0
     c.aux_loss_weight = 0.0  # > 0: add this times the auxiliary heads' loss (GoogLeNet, Inc-v3).
     c.ema_decay = 0.0  # > 0: keep an EMA of the params and evaluate it beside the raw ones.
+    # Lookahead with a scheduled pull (cvjax/train/lookahead.py; airbench, Jordan 2024).
+    c.lookahead = ml_collections.ConfigDict()
+    c.lookahead.every = 0  # > 0: pull the slow weights every this many steps.
+    c.lookahead.start_epochs = 0.0
+    c.lookahead.decay = 0.0  # rho = decay * (step / total_steps) ** decay_power.
+    c.lookahead.decay_power = 0.0
+    c.lookahead.sync_each_epoch = True  # The fast weights restart from the slow ones each epoch.
+    # Data-dependent init of a whitening layer (airbench94) from the first N training images.
+    c.init_whitening = False
+    c.whitening_images = 5000  # 0: all.
+    c.whitening_eps = 5e-4
     c.half_precision = False  # bfloat16 compute, float32 params and BatchNorm statistics.
 
     # What is learned (cvjax/tasks.py): classification multilabel regression multitask embedding.
@@ -81,6 +95,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.augment = ml_collections.ConfigDict()
     c.augment.crop_padding = 4  # Random crop after zero padding by this many pixels; 0: none.
     c.augment.flip = True  # Random horizontal flip.
+    c.augment.crop_pad_mode = "constant"  # Or "reflect" (mirrored border).
+    c.augment.alternating_flip = False  # Each half of the data flipped every other epoch.
     c.augment.random_resized_crop = False  # Inception crop (replaces crop_padding).
     c.augment.rrc_scale = (0.08, 1.0)
     c.augment.rrc_ratio = (3 / 4, 4 / 3)
@@ -98,6 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.tta.crops = 0  # 5 (corners and centre) or 10 (and their flips).
     c.tta.crop_fraction = 0.875
     c.tta.scales = ()  # Extra input scales, e.g. (0.875, 1.125).
+    c.tta.translate = 0  # > 0: add views shifted by this many pixels (two, reflect-padded).
 
     c.log_every_steps = 100
     c.eval_every = "1ep"  # "<n>ep" or "<n>steps"; "0" for only at the end.
@@ -111,6 +128,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.freeze = ""  # Regex on "/"-joined param paths, e.g. "^(?!head/)": those get no updates.
     c.lr_groups = ()  # ((regex, lr multiplier), ...); the first match wins, else 1.0.
     c.unfreeze = ()  # ((epoch, regex), ...): frozen params matching regex train from then on.
+    c.freeze_from = ()  # ((epoch, regex), ...): params matching regex stop training then.
     c.linear_probe = False  # Only the head trains; backbone BatchNorm statistics stay as loaded.
     c.imbalance_ratio = 0.0  # > 0: a long-tailed training split, largest / smallest class.
     c.sampling = "uniform"  # uniform class_balanced sqrt (Kang et al. 2020).

@@ -74,7 +74,8 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
         raise unknown_name("schedule", s.name, SCHEDULES)
     if warmup == 0:
         return main
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+    start = lr * s.get("warmup_start_factor", 0.0)
+    return optax.join_schedules([optax.linear_schedule(start, lr, warmup), main], [warmup])
 
 
 def decay_mask(params, decay_norm_and_bias: bool):
@@ -95,10 +96,15 @@ def create_optimizer(
         raise unknown_name("optimizer", o.name, OPTIMIZERS)
     schedule = create_schedule(config, steps_per_epoch)
     groups = ParamGroups.from_config(config, steps_per_epoch)
+    decay_scale = None
+    if groups is not None and not o.get("lr_groups_scale_decay", True):
+        # Each group's weight decay per step stays the base one: its L2 coefficient is divided
+        # by the group's lr multiplier (airbench's bias_scaler, Jordan 2024).
+        decay_scale = lambda path: 1.0 / groups.multiplier(path)  # noqa: E731
     if groups is None:
         tx = _rule_chain(config, schedule)
     else:
-        tx = groups.transform(lambda sched: _rule_chain(config, sched), schedule)
+        tx = groups.transform(lambda sched: _rule_chain(config, sched, decay_scale), schedule)
     clip = o.get("grad_clip_norm", 0.0)
     if clip:
         # Frozen gradients are zeroed first so that they do not count towards the global norm.
@@ -108,9 +114,12 @@ def create_optimizer(
 
 
 def _rule_chain(
-    config: ml_collections.ConfigDict, schedule: optax.Schedule
+    config: ml_collections.ConfigDict,
+    schedule: optax.Schedule,
+    decay_scale: Callable[[str], float] | None = None,
 ) -> optax.GradientTransformation:
-    """Weight decay, update rule and learning rate (everything but clipping)."""
+    """Weight decay, update rule and learning rate (everything but clipping); `decay_scale(path)`
+    multiplies the weight decay of the parameter at `path` (lars and lamb: unsupported)."""
     o = config.optimizer
     name = o.name
     wd = config.weight_decay
@@ -138,12 +147,15 @@ def _rule_chain(
             mask=mask,
         )
     decoupled = name in _ALWAYS_DECOUPLED or o.get("decoupled_weight_decay", False)
+    decay = optax.add_decayed_weights(wd, mask)
+    if decay_scale is not None:
+        decay = _add_decayed_weights_per_leaf(wd, mask, decay_scale)
     parts: list[optax.GradientTransformation] = []
     if wd and not decoupled:
-        parts.append(optax.add_decayed_weights(wd, mask))
+        parts.append(decay)
     parts.append(_update_rule(name, o))
     if wd and decoupled:
-        parts.append(optax.add_decayed_weights(wd, mask))
+        parts.append(decay)
     parts.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*parts)
 
@@ -218,19 +230,22 @@ class ParamGroups:
     is a function of the optimizer's step count: one compiled step, exact on resume.
     `lr_groups` (regex, multiplier) scale the final update (the learning rate, decoupled weight
     decay included) by the multiplier of the first pattern a parameter matches, 1.0 if none:
-    discriminative fine-tuning (Howard & Ruder 2018, Sec. 3.2).
+    discriminative fine-tuning (Howard & Ruder 2018, Sec. 3.2). `freeze_from` (stop step,
+    regex) is the reverse of `unfreeze`: a matching parameter trains until that step and keeps
+    its value from then on (airbench's whitening bias, trained for 3 epochs, Jordan 2024).
     """
 
     freeze: re.Pattern | None = None
     unfreeze: tuple[tuple[int, re.Pattern], ...] = ()
     lr_groups: tuple[tuple[re.Pattern, float], ...] = ()
+    freeze_from: tuple[tuple[int, re.Pattern], ...] = ()
 
     @classmethod
     def from_config(
         cls, config: ml_collections.ConfigDict, steps_per_epoch: int
     ) -> "ParamGroups | None":
-        """The groups a config asks for (keys freeze, unfreeze, linear_probe, lr_groups); None
-        when it asks for none."""
+        """The groups a config asks for (keys freeze, unfreeze, freeze_from, linear_probe,
+        lr_groups); None when it asks for none."""
         freeze = config.get("freeze", "")
         if config.get("linear_probe", False):
             if freeze:
@@ -240,7 +255,8 @@ class ParamGroups:
             freeze = BACKBONE
         unfreeze = tuple(config.get("unfreeze", ()) or ())
         lr_groups = tuple(config.get("lr_groups", ()) or ())
-        if not (freeze or unfreeze or lr_groups):
+        freeze_from = tuple(config.get("freeze_from", ()) or ())
+        if not (freeze or unfreeze or lr_groups or freeze_from):
             return None
         if unfreeze and not freeze:
             raise UserError(
@@ -253,12 +269,16 @@ class ParamGroups:
                 for epoch, rx in unfreeze
             )
             scales = tuple((_compile(str(rx), "lr_groups"), float(m)) for rx, m in lr_groups)
+            stops = tuple(
+                (int(round(float(epoch) * steps_per_epoch)), _compile(str(rx), "freeze_from"))
+                for epoch, rx in freeze_from
+            )
         except (TypeError, ValueError):
             raise UserError(
-                f"unfreeze={unfreeze!r} / lr_groups={lr_groups!r} are malformed; write "
-                "((epoch, regex), ...) and ((regex, multiplier), ...)"
+                f"unfreeze={unfreeze!r} / freeze_from={freeze_from!r} / lr_groups={lr_groups!r} "
+                "are malformed; write ((epoch, regex), ...) and ((regex, multiplier), ...)"
             ) from None
-        return cls(_compile(freeze, "freeze") if freeze else None, starts, scales)
+        return cls(_compile(freeze, "freeze") if freeze else None, starts, scales, stops)
 
     def start_step(self, path: str) -> int:
         """The first step at which the parameter at `path` trains (NEVER if it stays frozen)."""
@@ -266,6 +286,11 @@ class ParamGroups:
             return 0
         starts = [start for start, rx in self.unfreeze if rx.search(path)]
         return min(starts) if starts else NEVER
+
+    def stop_step(self, path: str) -> int | None:
+        """The step from which the parameter at `path` stops training (None: never)."""
+        stops = [stop for stop, rx in self.freeze_from if rx.search(path)]
+        return min(stops) if stops else None
 
     def multiplier(self, path: str) -> float:
         return next((m for rx, m in self.lr_groups if rx.search(path)), 1.0)
@@ -278,6 +303,7 @@ class ParamGroups:
         patterns = [("freeze", self.freeze)] if self.freeze is not None else []
         frozen = [p for p in paths if self.freeze is not None and self.freeze.search(p)]
         patterns += [("lr_groups", rx) for rx, _ in self.lr_groups]
+        patterns += [("freeze_from", rx) for _, rx in self.freeze_from]
         for key, rx in patterns:
             if not any(rx.search(p) for p in paths):
                 raise UserError(
@@ -318,21 +344,26 @@ class ParamGroups:
         tx = optax.multi_transform(parts, self.labels)
         if any(m != 1.0 for _, m in self.lr_groups):
             tx = optax.chain(tx, _scale_per_leaf(self.multiplier))
+        if self.freeze_from:
+            tx = optax.chain(tx, self.zero_frozen_gradients())
         return tx
 
     def zero_frozen_gradients(self) -> optax.GradientTransformation:
-        """Zeroes the gradients of parameters not (yet) training."""
+        """Zeroes the gradients (or updates) of parameters not (yet, or no longer) training."""
 
         def update(updates, state, params=None):
             del params
 
             def gate(path, u):
-                start = self.start_step(path_str(path))
-                if start == 0:
-                    return u
+                start, stop = self.start_step(path_str(path)), self.stop_step(path_str(path))
                 if start == NEVER:
                     return jnp.zeros_like(u)
-                return jnp.where(state.count >= start, u, jnp.zeros_like(u))
+                if start == 0 and stop is None:
+                    return u
+                active = state.count >= start
+                if stop is not None:
+                    active &= state.count < stop
+                return jnp.where(active, u, jnp.zeros_like(u))
 
             gated = jax.tree_util.tree_map_with_path(gate, updates)
             return gated, _Count(optax.safe_int32_increment(state.count))
@@ -382,5 +413,22 @@ def _scale_per_leaf(multiplier: Callable[[str], float]) -> optax.GradientTransfo
             return u if m == 1.0 else u * jnp.asarray(m, u.dtype)
 
         return jax.tree_util.tree_map_with_path(scale, updates), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update)
+
+
+def _add_decayed_weights_per_leaf(
+    weight_decay: float, mask: Callable, scale: Callable[[str], float]
+) -> optax.GradientTransformation:
+    """`optax.add_decayed_weights`, the coefficient multiplied by `scale(path)` per parameter."""
+
+    def update(updates, state, params):
+        decays = mask(params)
+
+        def add(path, u, p, decays_p):
+            coefficient = weight_decay * scale(path_str(path))
+            return u + jnp.asarray(coefficient, u.dtype) * p if decays_p else u
+
+        return jax.tree_util.tree_map_with_path(add, updates, params, decays), state
 
     return optax.GradientTransformation(optax.init_empty_state, update)

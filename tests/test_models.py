@@ -40,6 +40,9 @@ REFERENCE_PARAMS = {
     "resnet56": 853_018,
     "resnet110": 1_727_962,
     "wrn28_10": 36_479_194,
+    # Jordan 2024's airbench94.py less its 1,152 BatchNorm weights frozen at 1 (no scale here);
+    # the arithmetic is in tests/test_airbench.py.
+    "airbench94": 1_971_640,
 }
 
 

@@ -12,16 +12,24 @@ import jax.numpy as jnp
 
 from cvjax.errors import UserError, unknown_name
 
+PAD_MODES = ("constant", "reflect")
 
-def random_crop_flip(rng: jax.Array, images: jax.Array, padding: int, flip: bool) -> jax.Array:
+
+def random_crop_flip(
+    rng: jax.Array, images: jax.Array, padding: int, flip: bool, pad_mode: str = "constant"
+) -> jax.Array:
     """Zero-pad by `padding`, take a random crop of the original size, flip half horizontally.
 
-    The standard CIFAR augmentation of He et al. 2016, Sec. 4.2.
+    The standard CIFAR augmentation of He et al. 2016, Sec. 4.2; `pad_mode="reflect"` mirrors the
+    border instead (random translation as in airbench, Jordan 2024).
     """
+    if pad_mode not in PAD_MODES:
+        raise unknown_name("crop pad mode", pad_mode, PAD_MODES)
     n, h, w, _ = images.shape
     crop_rng, flip_rng = jax.random.split(rng)
     if padding:
-        padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+        padded = jnp.pad(images, pads, mode=pad_mode)
         offsets = jax.random.randint(crop_rng, (n, 2), 0, 2 * padding + 1)
 
         def crop(image, offset):
@@ -32,6 +40,26 @@ def random_crop_flip(rng: jax.Array, images: jax.Array, padding: int, flip: bool
         do_flip = jax.random.bernoulli(flip_rng, 0.5, (n, 1, 1, 1))
         images = jnp.where(do_flip, images[:, :, ::-1, :], images)
     return images
+
+
+def alternating_flip(
+    rng: jax.Array, images: jax.Array, index: jax.Array, epoch: jax.Array | int
+) -> jax.Array:
+    """Flips the training examples `index` (dataset positions of `images`) as airbench does.
+
+    Jordan 2024, Sec. 3.6: a fixed random half of the training set (drawn once from `rng`, by
+    example) is flipped in even epochs and the other half in odd ones, so each example is seen
+    both ways in every two epochs instead of at random. Deterministic in (rng, index, epoch).
+    """
+    first = _example_bits(rng, index)
+    do_flip = jnp.logical_xor(first, jnp.asarray(epoch) % 2 == 1)
+    return jnp.where(do_flip[:, None, None, None], images[:, :, ::-1, :], images)
+
+
+def _example_bits(rng: jax.Array, index: jax.Array) -> jax.Array:
+    """One fair random bit per dataset example, a function of (rng, example index) only."""
+    bits = jax.vmap(lambda i: jax.random.bits(jax.random.fold_in(rng, i), (), jnp.uint32))(index)
+    return (bits & 1).astype(bool)
 
 
 def normalize(images: jax.Array, mean, std, dtype=jnp.float32) -> jax.Array:

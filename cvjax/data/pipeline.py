@@ -22,6 +22,8 @@ class AugmentConfig:
     """The training augmentations beyond crop-after-padding and flip (see `base_config`)."""
 
     random_resized_crop: bool = False
+    crop_pad_mode: str = "constant"  # Or "reflect".
+    alternating_flip: bool = False  # Jordan 2024: each half of the data flipped every other epoch.
     rrc_scale: tuple[float, float] = (0.08, 1.0)
     rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     auto_augment: str = ""
@@ -45,10 +47,11 @@ class TTAConfig:
     crops: int = 0
     crop_fraction: float = 0.875
     scales: tuple[float, ...] = ()
+    translate: int = 0
 
     @property
     def active(self) -> bool:
-        return bool(self.flip or self.crops or self.scales)
+        return bool(self.flip or self.crops or self.scales or self.translate)
 
 
 def augment_config(c: ml_collections.ConfigDict, mixing_allowed: bool = True) -> AugmentConfig:
@@ -63,6 +66,14 @@ def augment_config(c: ml_collections.ConfigDict, mixing_allowed: bool = True) ->
         )
     if result.auto_augment and result.rand_augment_n:
         raise UserError("use either augment.auto_augment or augment.rand_augment_n, not both")
+    if result.crop_pad_mode not in augment.PAD_MODES:
+        raise UserError(
+            f"augment.crop_pad_mode={result.crop_pad_mode!r}; use one of {augment.PAD_MODES}"
+        )
+    if result.alternating_flip and c.get("flip", False):
+        raise UserError(
+            "augment.alternating_flip replaces the random flip; set --config.augment.flip=False"
+        )
     if result.mixes and not mixing_allowed:
         raise UserError("mixup/cutmix do not apply to embedding tasks; set their alphas to 0")
     return result
@@ -76,9 +87,14 @@ def tta_config(c: ml_collections.ConfigDict | None, classification: bool = True)
         crops=int(c.get("crops", 0)),
         crop_fraction=float(c.get("crop_fraction", 0.875)),
         scales=tuple(float(s) for s in c.get("scales", ())),
+        translate=int(c.get("translate", 0)),
     )
     if result.crops not in (0, 5, 10):
         raise UserError(f"tta.crops={result.crops}; use 0, 5 or 10")
+    if result.translate < 0 or (result.translate and result.crops):
+        raise UserError(
+            f"tta.translate={result.translate} must be >= 0 and goes without tta.crops; fix one"
+        )
     if result.active and not classification:
         raise UserError(
             "test-time augmentation averages class probabilities: set tta for "
@@ -96,15 +112,29 @@ def train_images(
     mean,
     std,
     dtype=jnp.float32,
+    index: jax.Array | None = None,
+    epoch: jax.Array | int = 0,
+    example_rng: jax.Array | None = None,
 ) -> jax.Array:
-    """A uint8 training batch, augmented and normalized to `dtype`."""
+    """A uint8 training batch, augmented and normalized to `dtype`.
+
+    `index` (the examples' dataset positions), `epoch` and `example_rng` (a key fixed for the
+    whole run) are needed by `cfg.alternating_flip` only.
+    """
     crop_rng, flip_rng, policy_rng, cutout_rng, erase_rng = jax.random.split(rng, 5)
+    if cfg.alternating_flip:
+        if index is None or example_rng is None:
+            raise UserError(
+                "augment.alternating_flip needs in-memory data (example indices); set "
+                "--config.stream=False"
+            )
+        images = augment.alternating_flip(example_rng, images, index, epoch)
     if cfg.random_resized_crop:
         images = augment.random_resized_crop(crop_rng, images, cfg.rrc_scale, cfg.rrc_ratio)
         images = augment.random_crop_flip(flip_rng, images, 0, flip)
     elif crop_padding or flip:
         # The key of the original crop-and-flip pipeline, so default configs are unchanged.
-        images = augment.random_crop_flip(rng, images, crop_padding, flip)
+        images = augment.random_crop_flip(rng, images, crop_padding, flip, cfg.crop_pad_mode)
     if cfg.auto_augment:
         images = autoaugment.auto_augment(policy_rng, images, cfg.auto_augment)
     elif cfg.rand_augment_n:
@@ -145,4 +175,5 @@ def tta_outputs(predict: Callable, x: jax.Array, cfg: TTAConfig) -> jax.Array:
         crops=cfg.crops,
         crop_fraction=cfg.crop_fraction,
         scales=cfg.scales,
+        translate=cfg.translate,
     )

@@ -2,6 +2,7 @@
 
 # Importing a family's module registers its models.
 from cvjax.models import (  # noqa: F401
+    airbench,
     alexnet,
     densenet,
     efficientnet,

@@ -303,22 +303,34 @@ class GeM(nn.Module):
 class Classifier(nn.Module):
     """Pooling, dropout, then the final linear layer; with `global_pool=False` a 1x1 conv.
 
-    Create it with `name="head"`: `features.reset_classifier` replaces the params under that name.
+    `pool` is "avg" (global average) or "max" (global max, airbench); `use_bias=False` and a
+    `kernel_init` serve heads that differ from the usual linear layer. Create it with
+    `name="head"`: `features.reset_classifier` replaces the params under that name.
     """
 
     num_classes: int
     drop_rate: float = 0.0
     global_pool: bool = True
     dtype: Dtype = jnp.float32
+    pool: str = "avg"
+    use_bias: bool = True
+    kernel_init: Callable = nn.linear.default_kernel_init
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if self.global_pool:
-            x = global_avg_pool(x)
+            x = global_avg_pool(x) if self.pool == "avg" else jnp.max(x, axis=(1, 2))
         self.sow("intermediates", "pre_logits", x)
         x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
         # Dense on the last axis is a 1x1 convolution on a spatial map: one parameter set.
-        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="fc")(x)
+        return nn.Dense(
+            self.num_classes,
+            use_bias=self.use_bias,
+            kernel_init=self.kernel_init,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="fc",
+        )(x)
 
 
 # Blocks of the efficient families: MobileNet v1/v2/v3, MnasNet, EfficientNet.

@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cvjax.errors import UserError
+from cvjax.models import scan
 from cvjax.models.layers import (
     Classifier,
     ConvBN,
@@ -119,6 +121,10 @@ class ResNet(nn.Module):
     and stem_width channels, the first with stride 2 (stride 1 with `cifar_stem`), each with
     BatchNorm and ReLU (also when `preact`). `ceil_pool` uses the Caffe-style ceil-mode max pool
     of the SENet release (`max_pool_ceil`).
+
+    `scan_blocks=True` runs each stage's blocks after the first as one `nn.scan` loop
+    (cvjax/models/scan.py): the same function, compiled once per stage. It cuts the compile time
+    of deep ResNets. Variables of either layout load into the other through `init_from`.
     """
 
     stage_sizes: Sequence[int]
@@ -143,6 +149,7 @@ class ResNet(nn.Module):
     zero_init_residual: bool = False
     global_pool: bool = True
     in_channels: int = 3
+    scan_blocks: bool = False
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -163,11 +170,17 @@ class ResNet(nn.Module):
             else:
                 x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         total = sum(self.stage_sizes)
+        if self.scan_blocks and self.drop_path_rate:
+            raise UserError(
+                "scan_blocks needs identical blocks, but drop_path_rate gives each block its own "
+                "rate: set drop_path_rate=0 or scan_blocks=False"
+            )
         index = 0
         for stage, (size, planes) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
-            for i in range(size):
-                x = ResidualBlock(
-                    planes,
+            i = 0
+            while i < size:
+                kwargs = dict(
+                    planes=planes,
                     strides=2 if stage > 0 and i == 0 else 1,
                     bottleneck=self.bottleneck,
                     preact=self.preact,
@@ -182,8 +195,16 @@ class ResNet(nn.Module):
                     reduce_first=self.reduce_first,
                     down_kernel=self.down_kernel,
                     dtype=self.dtype,
-                )(x, train)
+                )
+                if self.scan_blocks and i == 1 and size - i > 1:  # blocks 1.. are identical
+                    x = scan.repeat(ResidualBlock, kwargs, size - i, index, train, x)
+                    index += size - i
+                    break
+                # Explicit names keep the blocks' unscanned names (ResidualBlock_{index}).
+                name = f"ResidualBlock_{index}" if self.scan_blocks else None
+                x = ResidualBlock(**kwargs, name=name)(x, train)
                 index += 1
+                i += 1
             if self.preact and stage == len(self.stage_sizes) - 1:
                 x = nn.relu(batch_norm(train, self.dtype)(x))
             self.sow("intermediates", f"stage{stage + 1}", x)

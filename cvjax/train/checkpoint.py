@@ -147,4 +147,6 @@ def _to_tree(state: TrainState) -> dict[str, Any]:
     }
     if state.ema_params is not None:
         tree["ema_params"] = state.ema_params
+    if state.lookahead is not None:
+        tree["lookahead"] = state.lookahead
     return tree

@@ -20,10 +20,11 @@ from absl import logging
 from tqdm import tqdm
 
 from cvjax import data, metrics, models, optim, tasks
-from cvjax.data import pipeline, sampling, stream
+from cvjax.data import augment, pipeline, sampling, stream
 from cvjax.errors import UserError
+from cvjax.models import airbench
+from cvjax.train import lookahead, transfer
 from cvjax.train import steps as steps_lib
-from cvjax.train import transfer
 from cvjax.train.checkpoint import Checkpoints
 from cvjax.train.state import TrainState, create_train_state
 from cvjax.train.writers import MetricWriter, log
@@ -112,6 +113,7 @@ class Experiment:
             augment=pipeline.augment_config(config.augment, self.task.mixes),
             tta=pipeline.tta_config(config.get("tta", None), self.task.kind == "classification"),
             keep_batch_stats=bool(config.get("linear_probe", False)),
+            lookahead=lookahead.lookahead_config(config, self.steps_per_epoch, self.total_steps),
         )
         model_kwargs = {
             "num_classes": self.task.num_outputs,
@@ -130,6 +132,13 @@ class Experiment:
             train.num_classes,
         )
         cfg = self.step_config
+        # Training images for a data-dependent initialization (the first N, in dataset order).
+        self.whitening_images = None
+        if config.get("init_whitening", False):
+            if self.streaming:
+                raise UserError("init_whitening needs in-memory data; set --config.stream=False")
+            count = int(config.get("whitening_images", 5000)) or self.num_train
+            self.whitening_images = train.images[:count]
         if self.streaming:
             self.train_source, self.test_source = train, test
             self.train_step = steps_lib.make_batch_train_step(self.model, self.tx, cfg)
@@ -158,10 +167,14 @@ class Experiment:
                 key,
                 self.input_shape,
                 ema=bool(self.config.get("ema_decay", 0.0)),
+                lookahead=bool(self.step_config.lookahead.every),
             ),
             out_shardings=steps_lib.replicated(self.mesh),
         )
         state = init(rng)
+        # A resumed run restores the whitening from its checkpoint: computed for fresh runs only.
+        if self.whitening_images is not None and not self.checkpoints.steps():
+            state = self.init_whitening(state)
         summary = transfer.trainable_summary(self.config, state.params, self.steps_per_epoch)
         if summary:
             logging.info("%s", summary)
@@ -169,6 +182,24 @@ class Experiment:
         if self.config.get("init_from", "") and not self.checkpoints.steps():
             state = transfer.init_from(self.config, state, self.tx, self.mesh)
         return state
+
+    def init_whitening(self, state: TrainState) -> TrainState:
+        """The state with its whitening layer computed from normalized training images, in
+        params and in their EMA and lookahead copies (Jordan 2024; cvjax/models/airbench.py)."""
+        cfg = self.step_config
+        eps = float(self.config.get("whitening_eps", 5e-4))
+
+        def whiten(params, images):
+            images = augment.normalize(images, cfg.mean, cfg.std)
+            return airbench.init_whitening(params, images, eps)
+
+        whiten = jax.jit(whiten, out_shardings=steps_lib.replicated(self.mesh))
+        params = whiten(state.params, self.whitening_images)
+        slow = state.lookahead
+        if slow is not None:
+            slow = {**slow, "params": jax.tree.map(jnp.copy, params)}
+        ema = None if state.ema_params is None else jax.tree.map(jnp.copy, params)
+        return state.replace(params=params, ema_params=ema, lookahead=slow)
 
     def data_rng(self) -> jax.Array:
         # A key of its own, so the example order does not depend on the model's initialization.
@@ -259,6 +290,7 @@ _STATE_KEYS = (
     "image_size",
     "optimizer.name",
     "ema_decay",
+    "lookahead.every",
     "task",
     "loss.targets",
     "loss.embedding_dim",

@@ -23,6 +23,8 @@ class TrainState:
     opt_state: Any
     rng: jax.Array
     ema_params: Any = None
+    # Lookahead's slow weights, {"params": ..., "batch_stats": ...} (cvjax/train/lookahead.py).
+    lookahead: Any = None
 
     def variables(self, use_ema: bool = False) -> dict:
         params = self.ema_params if use_ema else self.params
@@ -35,6 +37,7 @@ def create_train_state(
     rng: jax.Array,
     input_shape: tuple[int, ...],
     ema: bool = False,
+    lookahead: bool = False,
 ) -> TrainState:
     """Initializes the model on a dummy batch of `input_shape` (N, H, W, C)."""
     init_rng, state_rng = jax.random.split(rng)
@@ -44,13 +47,16 @@ def create_train_state(
         train=False,
     )
     params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    slow = {"params": params, "batch_stats": batch_stats}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=batch_stats,
         opt_state=tx.init(params),
         rng=state_rng,
         ema_params=jax.tree.map(jnp.copy, params) if ema else None,
+        lookahead=jax.tree.map(jnp.copy, slow) if lookahead else None,
     )
 
 

@@ -20,6 +20,7 @@ from cvjax import losses
 from cvjax.data import augment, pipeline
 from cvjax.errors import UserError
 from cvjax.tasks import Task
+from cvjax.train import lookahead as lookahead_lib
 from cvjax.train.state import TrainState
 
 DATA_AXIS = "data"
@@ -70,6 +71,7 @@ class StepConfig:
     augment: pipeline.AugmentConfig = pipeline.AugmentConfig()
     tta: pipeline.TTAConfig = pipeline.TTAConfig()
     keep_batch_stats: bool = False  # Linear probe: BatchNorm statistics stay as loaded.
+    lookahead: lookahead_lib.LookaheadConfig = lookahead_lib.LookaheadConfig()
 
 
 def forward(
@@ -155,12 +157,25 @@ def train_on_batch(
     state: TrainState,
     x: jax.Array,
     y: jax.Array,
+    index: jax.Array | None = None,
 ):
-    """One update on a uint8 batch: augment, normalize, forward, backward, optimizer, EMA."""
+    """One update on a uint8 batch: augment, normalize, forward, backward, optimizer, lookahead,
+    EMA. `index` (the examples' dataset positions) is needed by alternating flips only."""
     rng = jax.random.fold_in(state.rng, state.step)
     aug_rng, dropout_rng = jax.random.split(rng)
+    epoch = state.step // cfg.steps_per_epoch
     x = pipeline.train_images(
-        aug_rng, x, cfg.augment, cfg.crop_padding, cfg.flip, cfg.mean, cfg.std, cfg.dtype
+        aug_rng,
+        x,
+        cfg.augment,
+        cfg.crop_padding,
+        cfg.flip,
+        cfg.mean,
+        cfg.std,
+        cfg.dtype,
+        index=index,
+        epoch=epoch,
+        example_rng=jax.random.fold_in(state.rng, 0xF11B),  # Fixed for the run.
     )
     mixed = None
     if cfg.augment.mixes:
@@ -175,21 +190,27 @@ def train_on_batch(
         aux_loss_weight=cfg.aux_loss_weight,
         task=cfg.task,
         mixed=mixed,
-        epoch=state.step // cfg.steps_per_epoch,
+        epoch=epoch,
     )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if cfg.keep_batch_stats:
+        batch_stats = state.batch_stats
+    slow = state.lookahead
+    if slow is not None:
+        fast = {"params": params, "batch_stats": batch_stats}
+        fast, slow = lookahead_lib.update(cfg.lookahead, state.step + 1, fast, slow)
+        params, batch_stats = fast["params"], fast["batch_stats"]
     ema_params = state.ema_params
     if ema_params is not None:
         ema_params = optax.incremental_update(params, ema_params, 1.0 - cfg.ema_decay)
-    if cfg.keep_batch_stats:
-        batch_stats = state.batch_stats
     new_state = state.replace(
         step=state.step + 1,
         params=params,
         batch_stats=batch_stats,
         opt_state=opt_state,
         ema_params=ema_params,
+        lookahead=slow,
     )
     return new_state, cfg.task.train_sums(outputs, y, per_example)
 
@@ -214,7 +235,7 @@ def make_train_step(
 
     def train_step(state: TrainState, images, labels, perm):
         index = batch_index(perm, state.step, cfg.batch_size, cfg.steps_per_epoch, sharding)
-        return train_on_batch(model, tx, cfg, state, images[index], labels[index])
+        return train_on_batch(model, tx, cfg, state, images[index], labels[index], index)
 
     return jax.jit(train_step, donate_argnums=(0,))
 

@@ -29,6 +29,7 @@ from flax import traverse_util
 from jax.sharding import Mesh
 
 from cvjax.errors import UserError
+from cvjax.models import scan
 from cvjax.optim import BACKBONE, ParamGroups, path_str
 from cvjax.train import steps as steps_lib
 from cvjax.train.state import TrainState
@@ -139,7 +140,9 @@ def merge_pretrained(
     counts = {"loaded": 0, "reinitialized": 0}
     for collection in COLLECTIONS:
         mine = traverse_util.flatten_dict(dict(target.get(collection, {})), sep="/")
-        theirs = traverse_util.flatten_dict(dict(source.get(collection, {})), sep="/")
+        # Either layout of identical blocks (scanned or not, models/scan.py) fits either model.
+        theirs = scan.stack_like(source.get(collection, {}), target.get(collection, {}))
+        theirs = traverse_util.flatten_dict(theirs, sep="/") if theirs else {}
         out = {}
         for path, value in mine.items():
             other = theirs.get(path)

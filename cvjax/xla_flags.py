@@ -1,0 +1,54 @@
+"""XLA options that cvjax sets for the user, before JAX starts its backend.
+
+On CPU, XLA 0.10 hands every convolution to YNNPACK by default (the `individual_convolution`
+YNN fusion type). On the project's CPU machine that path is 1.5-4x slower than XLA's own
+(Eigen) convolution, for training above all. For example, at batch 32 and 56x56 a 1x1
+convolution forward + backward took 564 ms with YNNPACK and 141 ms without it, and a 3x3 one
+took 371 vs 176 ms. BENCHMARKS.md, "CPU speed", has the measurements. Only
+`-individual_convolution` is removed: YNNPACK keeps its other default fusions (reductions,
+dots), which are fast.
+
+The options are appended to the XLA_FLAGS environment variable when `cvjax` is imported, so
+they apply only if JAX's backend has not started yet: import cvjax (or any of its modules)
+before calling into JAX. An option the user already set in XLA_FLAGS wins. CVJAX_XLA_FLAGS=0
+leaves XLA_FLAGS alone, for A/B comparisons.
+
+jaxlib releases before 0.10 do not know these flags, and XLA aborts on an unknown flag, so
+nothing is set for them.
+"""
+
+import importlib.metadata
+import os
+
+CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
+MIN_JAXLIB = (0, 10)
+
+
+def _jaxlib_version() -> tuple[int, ...]:
+    try:
+        text = importlib.metadata.version("jaxlib")
+    except importlib.metadata.PackageNotFoundError:
+        return ()
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def flags_to_add(xla_flags: str, jaxlib_version: tuple[int, ...]) -> list[str]:
+    """The options of CPU_FLAGS that `xla_flags` does not already set (none for old jaxlib)."""
+    if jaxlib_version < MIN_JAXLIB:
+        return []
+    present = {item.split("=", 1)[0] for item in xla_flags.split()}
+    return [flag for flag in CPU_FLAGS if flag.split("=", 1)[0] not in present]
+
+
+def apply() -> None:
+    """Appends cvjax's options to XLA_FLAGS unless CVJAX_XLA_FLAGS=0."""
+    if os.environ.get("CVJAX_XLA_FLAGS", "1") == "0":
+        return
+    current = os.environ.get("XLA_FLAGS", "")
+    extra = flags_to_add(current, _jaxlib_version())
+    if extra:
+        os.environ["XLA_FLAGS"] = " ".join([current, *extra]).strip()
