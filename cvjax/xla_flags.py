@@ -3,10 +3,10 @@
 On CPU, XLA 0.10 hands every convolution to YNNPACK by default (the `individual_convolution`
 YNN fusion type). On the project's CPU machine that path is 1.5-4x slower than XLA's own
 (Eigen) convolution, for training above all. For example, at batch 32 and 56x56 a 1x1
-convolution forward + backward took 564 ms with YNNPACK and 141 ms without it, and a 3x3 one
-took 371 vs 176 ms. BENCHMARKS.md, "CPU speed", has the measurements. Only
-`-individual_convolution` is removed: YNNPACK keeps its other default fusions (reductions,
-dots), which are fast.
+convolution forward + backward took 725 ms with YNNPACK and 179 ms without it, and a 3x3 one
+took 379 vs 186 ms (`python experiments/conv_layers.py`). BENCHMARKS.md, "CPU speed", has the
+measurements. Only `-individual_convolution` is removed: YNNPACK keeps its other default
+fusions (reductions, dots), which are fast.
 
 The options are appended to the XLA_FLAGS environment variable when `cvjax` is imported, so
 they apply only if JAX's backend has not started yet: import cvjax (or any of its modules)
