@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cvjax.errors import UserError
-from cvjax.models.layers import Classifier, Dtype, model_input
+from cvjax.models.layers import Classifier, Dtype, batch_norm, conv, model_input
 from cvjax.models.registry import register
 
 # PyTorch's default for Conv2d and Linear: kaiming_uniform(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in)).
@@ -45,31 +45,18 @@ def dirac_init(base: nn.initializers.Initializer = torch_default_init):
     return init
 
 
-def _batch_norm(train: bool, dtype: Dtype, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=0.6,
-        epsilon=1e-12,
-        use_scale=False,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-    )
-
-
 def _conv(
-    features: int, kernel: int, dtype: Dtype, name: str, padding="SAME", use_bias: bool = False
+    features: int, kernel: int, dtype: Dtype, name: str, padding=None, use_bias: bool = False
 ) -> nn.Conv:
-    """A stride-1 convolution, Dirac-initialized; "SAME" is PyTorch's padding="same"."""
-    return nn.Conv(
+    """A stride-1 convolution, Dirac-initialized, PyTorch's padding (k // 2; "VALID": none)."""
+    return conv(
         features,
-        (kernel, kernel),
-        padding=padding,
-        use_bias=use_bias,
-        kernel_init=dirac_init(),
+        kernel,
         dtype=dtype,
-        param_dtype=jnp.float32,
+        use_bias=use_bias,
         name=name,
+        padding=padding,
+        kernel_init=dirac_init(),
     )
 
 
@@ -81,11 +68,15 @@ class ConvGroup(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        # BatchNorm without scale (the reference freezes it at 1), PyTorch momentum 0.4, eps 1e-12.
+        norm = functools.partial(
+            batch_norm, train, self.dtype, eps=1e-12, momentum=0.6, use_scale=False
+        )
         x = _conv(self.features, 3, self.dtype, "conv1")(x)
         x = nn.max_pool(x, (2, 2), (2, 2))
-        x = nn.gelu(_batch_norm(train, self.dtype, "norm1")(x), approximate=False)
+        x = nn.gelu(norm(name="norm1")(x), approximate=False)
         x = _conv(self.features, 3, self.dtype, "conv2")(x)
-        return nn.gelu(_batch_norm(train, self.dtype, "norm2")(x), approximate=False)
+        return nn.gelu(norm(name="norm2")(x), approximate=False)
 
 
 class Airbench(nn.Module):
@@ -167,7 +158,7 @@ def init_whitening(params: dict, images: np.ndarray, eps: float = 5e-4) -> dict:
 
 register(
     "airbench94",
-    functools.partial(Airbench),
+    Airbench,
     input_size=32,
     num_classes=10,
     family="airbench",

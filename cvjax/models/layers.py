@@ -35,17 +35,19 @@ def batch_norm(
     name: str | None = None,
     eps: float = 1e-5,
     momentum: float = 0.9,
+    use_scale: bool = True,
 ):
     """BatchNorm as in PyTorch (momentum 0.1 there is 0.9 here), statistics in float32.
 
     `eps` is 1e-5 in torchvision; ports of TensorFlow models (Inception-v3/v4, Xception) use 1e-3.
     `momentum` is Flax's decay of the running statistics: MobileNet-v3 and TF ports use 0.99,
-    MnasNet 0.9997.
+    MnasNet 0.9997. `use_scale=False` drops the scale (airbench freezes it at 1).
     """
     return nn.BatchNorm(
         use_running_average=not train,
         momentum=momentum,
         epsilon=eps,
+        use_scale=use_scale,
         dtype=dtype,
         param_dtype=jnp.float32,
         scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
@@ -67,8 +69,9 @@ def conv(
     name: str | None = None,
     padding: int | tuple[int, int] | str | None = None,
     dilation: int = 1,
+    kernel_init: Callable = he_normal,
 ) -> nn.Conv:
-    """A convolution with PyTorch's symmetric padding (not 'SAME').
+    """A convolution with PyTorch's symmetric padding (not 'SAME'), He-normal initialized.
 
     `padding=None` pads each side by dilation * (k - 1) // 2 (k // 2 for odd k); an int or an
     (h, w) pair pads that much on both sides of each axis; a string ("VALID", "SAME") goes to Flax.
@@ -89,7 +92,7 @@ def conv(
         # Grouped and depthwise convolutions through a formulation XLA:CPU runs much faster.
         conv_general_dilated=fastconv.conv_general_dilated if groups > 1 else None,
         use_bias=use_bias,
-        kernel_init=he_normal,
+        kernel_init=kernel_init,
         dtype=dtype,
         param_dtype=jnp.float32,
         name=name,
