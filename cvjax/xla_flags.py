@@ -14,18 +14,21 @@ before calling into JAX. An option the user already set in XLA_FLAGS wins. CVJAX
 leaves XLA_FLAGS alone, for A/B comparisons.
 
 jaxlib releases before 0.10 do not know these flags, and XLA aborts on an unknown flag, so
-nothing is set for them. Nothing is set either for simulated multi-device CPU runs
-(`--xla_force_host_platform_device_count` > 1). There the simulated devices share one thread pool.
-Under CPU load, the Eigen convolution of one device then waited on threads that the other
-device held at an all-reduce, until XLA's 40 s rendezvous timeout aborted the process. That
-happened in 1 of 2 runs of tests/test_train.py's two-device check beside a busy CPU, and in 0 of
-2 runs with XLA's defaults.
+nothing is set for them. Simulated multi-device CPU runs (`--xla_force_host_platform_device_count`
+> 1) get a different option. There the simulated devices share one thread pool, and under CPU
+load one device can reach an all-reduce long after the others: XLA then aborts the process once
+its collective rendezvous has waited 40 s ("Termination timeout for all reduce"). That happened
+in 1 of 2 runs of tests/test_train.py's two-device check beside a busy CPU with the convolution
+option (0 of 2 without it), and once in a full local test run without it (2026-11-23). So
+simulated runs keep XLA's convolutions and get a 300 s rendezvous timeout instead
+(SIMULATED_DEVICE_FLAGS); a real deadlock still ends the process, later.
 """
 
 import importlib.metadata
 import os
 
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
+SIMULATED_DEVICE_FLAGS = ("--xla_cpu_collective_call_terminate_timeout_seconds=300",)
 MIN_JAXLIB = (0, 10)
 
 
@@ -42,16 +45,15 @@ def _jaxlib_version() -> tuple[int, ...]:
 
 
 def flags_to_add(xla_flags: str, jaxlib_version: tuple[int, ...]) -> list[str]:
-    """The options of CPU_FLAGS that `xla_flags` does not already set (none for old jaxlib or
-    simulated multi-device CPU runs)."""
+    """The options that `xla_flags` does not already set: CPU_FLAGS, or SIMULATED_DEVICE_FLAGS
+    for simulated multi-device CPU runs (none for old jaxlib)."""
     if jaxlib_version < MIN_JAXLIB:
         return []
     settings = dict(item.partition("=")[::2] for item in xla_flags.split())
     devices = settings.get("--xla_force_host_platform_device_count", "1")
-    if not devices.isdigit() or int(devices) > 1:
-        return []  # Simulated devices: see the module docstring.
-    present = set(settings)
-    return [flag for flag in CPU_FLAGS if flag.split("=", 1)[0] not in present]
+    simulated = not devices.isdigit() or int(devices) > 1  # See the module docstring.
+    wanted = SIMULATED_DEVICE_FLAGS if simulated else CPU_FLAGS
+    return [flag for flag in wanted if flag.split("=", 1)[0] not in settings]
 
 
 def apply() -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from cvjax import models
 from cvjax.models import __main__ as table
+from cvjax.models import fastconv
 
 
 def check_count_and_output_shape(name: str, reference: int) -> jax.ShapeDtypeStruct:
@@ -18,9 +19,10 @@ def check_count_and_output_shape(name: str, reference: int) -> jax.ShapeDtypeStr
     a batch of 2 at its default input size have shape (2, num_classes); returns their shape."""
     assert table.count_params(name) == reference
     model, variables, shape = table.abstract_variables(name)
-    out = jax.eval_shape(
-        lambda v: model.apply(v, jnp.zeros((2, *shape[1:])), train=False), variables
-    )
+    with fastconv.xla_only():  # Shapes only: lax's convolutions trace much faster.
+        out = jax.eval_shape(
+            lambda v: model.apply(v, jnp.zeros((2, *shape[1:])), train=False), variables
+        )
     assert out.shape == (2, models.model_info(name)["num_classes"])
     return out
 

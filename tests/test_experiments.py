@@ -2,8 +2,9 @@
 
 import json
 import os
+import re
 
-from experiments import compare_families, efficient_inference
+from experiments import compare_families, efficient_inference, profile_grad
 
 
 def test_compare_families_trains_within_the_budget_and_writes_the_table(tmp_path):
@@ -56,3 +57,18 @@ def test_efficient_inference_measures_and_tabulates(tmp_path):
         "| shufflenet_v2_x0_5 | 224 | 1,366,792 |"
         in (tmp_path / "efficient_inference.md").read_text()
     )
+
+
+def test_profile_grad_lists_the_slowest_operations(tmp_path, capsys):
+    profile_grad.main(
+        ["--model=resnet8", "--batch_size=2", "--image_size=16", "--steps=1", "--top=5"]
+        + [f"--out={tmp_path}"]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("resnet8, batch 2, 16 px: forward + backward")
+    rows = [line.split() for line in lines[1:] if re.fullmatch(r" *\d+\.\d  \S+", line)]
+    assert 1 <= len(rows) <= 5
+    times = [float(ms) for ms, _ in rows]
+    assert times == sorted(times, reverse=True)
+    hlo = (tmp_path / "grad_hlo.txt").read_text()
+    assert hlo.startswith("HloModule") and all(f"%{name} = " in hlo for _, name in rows)

@@ -10,7 +10,7 @@ import pytest
 from cvjax import models
 from cvjax.errors import UserError
 from cvjax.models import __main__ as table
-from cvjax.models import nasnet
+from cvjax.models import fastconv, nasnet
 from cvjax.nas import genotypes
 from cvjax.nas.cells import CellNetwork
 from cvjax.nas.genotypes import DARTS_V2, NASNET_A, Genotype, get_genotype
@@ -33,6 +33,15 @@ REFERENCE_PARAMS = {
 # DARTS' CIFAR-10 network for its second-order cell (Liu et al. 2019, Table 1: 3.3M); DARTS'
 # train.py logs 3.349342 MB parameters.
 DARTS_CIFAR = {**nasnet.DARTS_CIFAR, "num_classes": 10}
+
+
+@pytest.fixture(autouse=True)
+def _lax_convolutions():
+    """This module checks the cells' wiring, shapes and counts. Its 5x5 and 7x7 separable
+    convolutions trace and compile several times faster as lax's convolutions than in fastconv's
+    per-tap CPU formulation, which is the same function (tests/test_fastconv.py)."""
+    with fastconv.xla_only():
+        yield
 
 
 def _init(model, x):

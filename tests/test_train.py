@@ -353,7 +353,7 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
         [*base, f"--workdir={tmp_path / 'single'}"], cwd=REPO, env=env(2), capture_output=True,
         text=True,
     )  # fmt: skip
-    assert single.returncode == 0, single.stdwhy(err)
+    assert single.returncode == 0, why(single.stderr)
     result = lambda out: dict(  # noqa: E731
         (k, float(v)) for k, v in (part.split() for part in out.strip().splitlines()[-1].split("|"))
     )
@@ -373,3 +373,29 @@ def test_holdout_replaces_the_test_split_for_evaluation(tmp_path):
     assert (exp.num_train, exp.num_test) == (600, 200)
     with pytest.raises(UserError, match="stream"):
         loop.Experiment(tiny_config(stream=True, holdout=10), str(tmp_path))
+
+
+def test_train_steps_upload_nothing_and_read_metrics_only_when_logging(tmp_path, monkeypatch):
+    """In-memory data stays on the device: every train step runs under JAX's guard against
+    host-to-device transfers, and the host reads the training sums once per log interval."""
+    from cvjax import metrics
+
+    original_train_on, calls = loop.Experiment.train_on, []
+
+    def guarded(self, state, perm, batches):
+        calls.append(1)
+        with jax.transfer_guard_host_to_device("disallow"):
+            return original_train_on(self, state, perm, batches)
+
+    original_means, reads = metrics.means, []
+
+    def counted(sums, prefix):
+        reads.append(prefix)
+        return original_means(sums, prefix)
+
+    monkeypatch.setattr(loop.Experiment, "train_on", guarded)
+    monkeypatch.setattr(metrics, "means", counted)
+    # 1,437 training digits at batch 32 (drop_remainder): 44 steps, logged at 10, 20, 30, 40, 44.
+    loop.train_and_evaluate(tiny_config(num_epochs=1, log_every_steps=10), str(tmp_path))
+    assert len(calls) == 44
+    assert reads.count("train") == 5

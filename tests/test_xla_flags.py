@@ -78,8 +78,11 @@ def test_flags_to_add_respects_the_user_old_jaxlib_and_simulated_devices():
     user = "--xla_cpu_experimental_ynn_fusion_type=dot"
     assert xla_flags.flags_to_add(user, (0, 10)) == []
     assert xla_flags.flags_to_add("", (0, 9)) == []
-    # Simulated devices share a thread pool with Eigen's convolutions: XLA's defaults there.
-    assert xla_flags.flags_to_add("--xla_force_host_platform_device_count=8", (0, 10)) == []
+    # Simulated devices share a thread pool: XLA's convolutions, a longer rendezvous timeout.
+    simulated = "--xla_force_host_platform_device_count=8"
+    timeout = "--xla_cpu_collective_call_terminate_timeout_seconds=300"
+    assert xla_flags.flags_to_add(simulated, (0, 10)) == [timeout]
+    assert xla_flags.flags_to_add(f"{simulated} {timeout[:-4]}=60", (0, 10)) == []
 
 
 @pytest.mark.skipif(not ACTIVE, reason="this jaxlib predates the flag; cvjax sets nothing")

@@ -22,9 +22,10 @@ def abstract_variables(name: str, image_size: int = 0, **kwargs):
     size = image_size or models.model_info(name)["input_size"]
     model = models.create(name, **kwargs)
     shape = (1, size, size, model.in_channels)
-    variables = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False)
-    )
+    with fastconv.xla_only():  # The same shapes; lax's convolutions trace much faster.
+        variables = jax.eval_shape(
+            lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape), train=False)
+        )
     return model, variables, shape
 
 
