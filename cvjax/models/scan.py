@@ -65,9 +65,9 @@ def unstack(tree: Any) -> dict:
         if match is None or not rest.startswith("block/"):
             out[path] = value
             continue
-        first, count = int(match["first"]), int(match["count"])
+        first, count, stacked = int(match["first"]), int(match["count"]), np.asarray(value)
         for k in range(count):
-            out[f"{match['name']}_{first + k}/{rest[len('block/') :]}"] = np.asarray(value)[k]
+            out[f"{match['name']}_{first + k}/{rest[len('block/') :]}"] = stacked[k]
     return traverse_util.unflatten_dict(out, sep="/") if out else {}
 
 
